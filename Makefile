@@ -1,0 +1,30 @@
+# The two commands of the quick start are `make search` and `make test`; both install first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install search test bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+search: install
+	$(BIN)/nasps search --config configs/default.yaml
+
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+bench: install
+	$(BIN)/python bench/orchestration.py
+	$(BIN)/python bench/nb201/run.py
+
+lint: install
+	$(BIN)/ruff check nasps tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

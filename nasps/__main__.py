@@ -1,0 +1,5 @@
+import sys
+
+from nasps.cli import main
+
+sys.exit(main())

@@ -1,0 +1,139 @@
+"""The ``nasps`` command: search, validate, report. The only module that prints.
+
+Bad input of any kind ends with one line on stderr and exit status 2; nothing written before
+is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import Optional, Sequence
+
+from nasps.config import load_config
+from nasps.errors import UserInputError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        self.exit(EXIT_BAD_INPUT, f"nasps: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nasps", description="Neural architecture search with RL on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    search = sub.add_parser("search", help="run a search")
+    search.add_argument("--config", required=True, metavar="FILE", help="YAML config of the search")
+    search.add_argument("--run-dir", metavar="DIR", help="where results go (default runs/<time>)")
+    search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override a config key, e.g. --set budget.children=50 (repeatable)")
+    search.add_argument("--address", metavar="ADDR",
+                        help="join this Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)")
+
+    validate = sub.add_parser("validate", help="check a config without running it")
+    validate.add_argument("config", metavar="FILE")
+    validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
+
+    report = sub.add_parser("report", help="summarise a run directory")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("--top", type=int, default=10, help="how many architectures to list")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    try:
+        return {"search": _search, "validate": _validate, "report": _report}[args.command](args)
+    except UserInputError as exc:
+        print(f"nasps: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _validate(args) -> int:
+    config = load_config(args.config, args.overrides)
+    _check_runnable(config, args.config)
+    print(f"{args.config}: ok")
+    return 0
+
+
+def _check_runnable(config, path: str) -> None:
+    """Checks that need more than the config's own text: the evaluator must import."""
+    from nasps.config import PythonEvaluatorConfig
+    from nasps.evaluators.python import resolve_target
+    if isinstance(config.evaluator, PythonEvaluatorConfig):
+        try:
+            resolve_target(config.evaluator.target)
+        except UserInputError as exc:
+            raise UserInputError(f"{path}: {exc}") from None
+
+
+def _search(args) -> int:
+    from nasps.rundir import default_run_dir, prepare_run_dir
+    from nasps.report import format_report, summarize
+
+    config = load_config(args.config, args.overrides)
+    _check_runnable(config, args.config)
+    run_dir = prepare_run_dir(args.run_dir or default_run_dir())
+
+    from nasps.runtime import run_search  # imports Ray: only once the input is known to be good
+
+    c = config.cluster
+    print(f"nasps: searching into {run_dir} (S={c.parameter_servers}, K={c.replicas}, "
+          f"m={c.children_per_replica}, budget {config.budget.children} children)", flush=True)
+    printer = _ProgressPrinter(config.budget.children)
+    try:
+        summary = run_search(config, run_dir, address=args.address, on_progress=printer)
+    except KeyboardInterrupt:
+        print(f"\nnasps: interrupted; finished children are kept in {run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    p = summary.progress
+    printer(p, final=True)
+    if p.stop_reason == "sample_cap":
+        print(f"nasps: stopped early: {p.samples} architectures sampled (budget.max_samples) "
+              f"but only {p.trained} distinct ones trained; the policy keeps repeating itself")
+    elif p.stop_reason == "interrupted":
+        print(f"nasps: interrupted; finished children are kept in {run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print()
+    print(format_report(summarize(run_dir)))
+    return 0
+
+
+def _report(args) -> int:
+    from nasps.report import format_report, summarize
+    print(format_report(summarize(args.run_dir, top=args.top)))
+    return 0
+
+
+class _ProgressPrinter:
+    """A progress line at most every few seconds (plain lines: fine in logs and terminals)."""
+
+    def __init__(self, budget: int, every_s: float = 5.0):
+        self.budget = budget
+        self.every_s = every_s
+        self.last = 0.0
+        self.start = time.time()
+
+    def __call__(self, p, final: bool = False) -> None:
+        now = time.time()
+        if not final and now - self.last < self.every_s:
+            return
+        self.last = now
+        elapsed = now - self.start
+        rate = 60.0 * p.trained / elapsed if elapsed > 0 else 0.0
+        best = f"{p.best_reward:.5g}" if p.best_reward is not None else "-"
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(p.by_status.items())) or "-"
+        print(f"[{elapsed:7.1f}s] children {p.trained}/{self.budget}  cached {p.cached}  "
+              f"in flight {p.in_flight}  best {best}  {rate:.1f}/min  ({statuses})", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

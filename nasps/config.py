@@ -1,0 +1,433 @@
+"""The typed, frozen config tree of a search, and its strict YAML loader.
+
+A config file is YAML read with ``yaml.safe_load``. It becomes a tree of frozen dataclasses;
+every field carries a one-line doc and its allowed range. Unknown keys, wrong types and
+out-of-range values are rejected with the dotted key named (and, for a typo, the closest valid
+key suggested). Sections whose meaning depends on a ``type`` key (``space``, ``strategy``,
+``evaluator``) are tagged unions: each type has its own dataclass and accepts only its keys.
+
+Each part of nasps receives only its own section (``SpaceConfig`` for a space, and so on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from nasps.errors import ConfigError
+
+Choice = Union[bool, int, float, str]
+
+
+def option(default: Any, doc: str, **checks: Any) -> Any:
+    """A config field with a default, a one-line doc and optional range checks.
+
+    Checks: ``min``/``max`` (inclusive), ``above`` (exclusive lower bound), ``below``
+    (exclusive upper bound), ``min_items`` for lists.
+    """
+    if isinstance(default, (list, dict)):
+        raise TypeError("mutable defaults must be tuples or default_factory")
+    return field(default=default, metadata={"doc": doc, **checks})
+
+
+def required(doc: str, **checks: Any) -> Any:
+    return field(metadata={"doc": doc, "required": True, **checks})
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionConfig:
+    """One decision of a categorical space: a name and the values it may take."""
+
+    name: str = required("name of the decision; the key of this value in an architecture")
+    choices: tuple[Choice, ...] = required("the values this decision may take, in order", min_items=1)
+
+    def check(self, key: str) -> None:
+        if not self.name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", self.name):
+            raise ConfigError(f"{key}.name: {self.name!r} is not a valid decision name "
+                              "(letters, digits, '_', '-', '.'; not starting with a digit)")
+        seen = set()
+        for value in self.choices:
+            marker = (type(value).__name__, value)
+            if marker in seen:
+                raise ConfigError(f"{key}.choices: {value!r} is listed twice")
+            seen.add(marker)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{key}.choices: {value!r} is not a finite number")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CategoricalSpaceConfig:
+    """An ordered list of named decisions, each picking one value from its list."""
+
+    type: Literal["categorical"] = option("categorical", "search space type")
+    decisions: tuple[DecisionConfig, ...] = required(
+        "the decisions, in the order the policy makes them", min_items=1)
+
+    def check(self, key: str) -> None:
+        names = [d.name for d in self.decisions]
+        for name in names:
+            if names.count(name) > 1:
+                raise ConfigError(f"{key}.decisions: the name {name!r} is used twice")
+
+
+SpaceConfig = CategoricalSpaceConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class RandomStrategyConfig:
+    """Random search: every decision uniform and independent. The baseline to beat."""
+
+    type: Literal["random"] = option("random", "search strategy type")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReinforceStrategyConfig:
+    """REINFORCE with an exponential-moving-average baseline (Zoph & Le 2017, section 3.2)."""
+
+    type: Literal["reinforce"] = option("reinforce", "search strategy type")
+    policy: Literal["factorized"] = option(
+        "factorized", "the policy: factorized (one logit vector per decision)")
+    learning_rate: float = option(0.05, "Adam learning rate of the policy", above=0.0)
+    adam_betas: tuple[float, float] = option((0.9, 0.999), "Adam's (beta1, beta2)")
+    baseline_decay: float = option(
+        0.95, "decay of the reward moving average b: b <- decay*b + (1-decay)*R", min=0.0, below=1.0)
+    entropy_weight: float = option(
+        0.0, "weight of the policy-entropy bonus added to the objective (0 = off)", min=0.0)
+    normalize_advantages: bool = option(
+        False, "divide each batch's advantages R-b by their standard deviation")
+    failure_reward: Union[float, None] = option(
+        None, "reward given to failed or diverged children; null leaves them out of the gradient")
+
+    def check(self, key: str) -> None:
+        for i, beta in enumerate(self.adam_betas):
+            if not 0.0 <= beta < 1.0:
+                raise ConfigError(f"{key}.adam_betas[{i}]: must be in [0, 1), got {beta}")
+        if self.failure_reward is not None and not math.isfinite(self.failure_reward):
+            raise ConfigError(f"{key}.failure_reward: must be a finite number or null")
+
+
+# A tagged union: the first type is the one a section without a `type` key gets.
+StrategyConfig = Union[ReinforceStrategyConfig, RandomStrategyConfig]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PythonEvaluatorConfig:
+    """Scores an architecture by calling a user's function ``fn(arch) -> reward``."""
+
+    type: Literal["python"] = option("python", "evaluator type")
+    target: str = required("the function to call, as 'package.module:function'")
+
+    def check(self, key: str) -> None:
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.target):
+            raise ConfigError(f"{key}.target: {self.target!r} is not of the form "
+                              "'package.module:function'")
+
+
+EvaluatorConfig = PythonEvaluatorConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    """How many of each actor run, and what each child may use."""
+
+    parameter_servers: int = option(1, "S: parameter-server shards that split the policy", min=1)
+    replicas: int = option(1, "K: controller replicas sampling and pushing on their own", min=1)
+    children_per_replica: int = option(1, "m: children each replica samples per update", min=1)
+    cpus_per_child: float = option(1.0, "CPUs reserved for each child worker (0 allowed)", min=0.0)
+    gpus_per_child: float = option(
+        0.0, "GPUs reserved for each child worker; fractions pack several on one GPU", min=0.0)
+    runtime_env: dict[str, Any] = field(default_factory=dict, metadata={
+        "doc": "Ray runtime_env for all actors (working_dir, py_modules, pip, env_vars)"})
+
+    def check(self, key: str) -> None:
+        if self.gpus_per_child > 1 and not float(self.gpus_per_child).is_integer():
+            raise ConfigError(f"{key}.gpus_per_child: above 1 it must be a whole number, "
+                              f"got {self.gpus_per_child}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetConfig:
+    """When the search stops."""
+
+    children: int = option(100, "children trained (finished rows with cached = 0)", min=1)
+    max_samples: Union[int, None] = option(
+        None, "cap on architectures sampled, cached repeats included; null = 20 x children", min=1)
+
+    @property
+    def sample_cap(self) -> int:
+        return self.max_samples if self.max_samples is not None else 20 * self.children
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """A whole search: what to search, how, how to score, where to run, when to stop."""
+
+    space: SpaceConfig = required("the search space")
+    evaluator: EvaluatorConfig = required("how a child is scored")
+    strategy: StrategyConfig = field(default_factory=ReinforceStrategyConfig,
+                                     metadata={"doc": "how architectures are chosen"})
+    cluster: ClusterConfig = field(default_factory=ClusterConfig,
+                                   metadata={"doc": "actors and resources"})
+    budget: BudgetConfig = field(default_factory=BudgetConfig, metadata={"doc": "when to stop"})
+    seed: int = option(0, "seed of every random choice nasps makes", min=0)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config, apply ``--set KEY=VALUE`` overrides, validate. Errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({_reason(exc)})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of keys to values, got {_kind(raw)}")
+    try:
+        for item in overrides:
+            apply_override(raw, item)
+        return config_from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML."""
+    key, sep, text = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. budget.children=50")
+    try:
+        value = yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:depth + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> Config:
+    return _build(Config, raw, "")
+
+
+def config_to_dict(config: Any) -> Any:
+    """The config as plain YAML-able data (lists for tuples), for writing to a run directory."""
+    if dataclasses.is_dataclass(config):
+        return {f.name: config_to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, (list, tuple)):
+        return [config_to_dict(v) for v in config]
+    if isinstance(config, dict):
+        return {k: config_to_dict(v) for k, v in config.items()}
+    return config
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=None)
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """Every key with its default and doc: (dotted key, default, doc), for documentation."""
+    rows = []
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if get_origin(tp) is tuple and dataclasses.is_dataclass(get_args(tp)[0]):
+            rows.append((key, "(required)", f.metadata.get("doc", "")))
+            rows.extend(describe(get_args(tp)[0], key + "[]."))
+            continue
+        variants = [a for a in get_args(tp) if dataclasses.is_dataclass(a)] or [tp]
+        if dataclasses.is_dataclass(variants[0]):
+            seen = {r[0] for r in rows}
+            for variant in variants:
+                rows.extend(r for r in describe(variant, key + ".") if r[0] not in seen)
+                seen = {r[0] for r in rows}
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "(required)"
+        rows.append((key, default, f.metadata.get("doc", "")))
+    return rows
+
+
+# --------------------------------------------------------------------------- internals
+
+
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: must be a mapping, got {_kind(raw)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in raw:
+        if name not in fields:
+            key = _join(prefix, str(name))
+            close = difflib.get_close_matches(str(name), list(fields), n=1, cutoff=0.6)
+            hint = f" (did you mean '{_join(prefix, close[0])}'?)" if close else (
+                f" (valid keys: {', '.join(fields)})")
+            raise ConfigError(f"{key}: unknown key{hint}")
+    hints = get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        key = _join(prefix, name)
+        if name in raw:
+            values[name] = _convert(raw[name], hints[name], key)
+            _check_range(values[name], f.metadata, key)
+        elif f.metadata.get("required"):
+            raise ConfigError(f"{key}: missing required key ({f.metadata.get('doc', '')})")
+    obj = cls(**values)
+    if hasattr(obj, "check"):
+        obj.check(prefix or "config")
+    return obj
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        return _convert_union(value, get_args(tp), key)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, allowed))}; got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {_kind(value)} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer, got {_kind(value)} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; users mean a number
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: must be a number, got {_kind(value)} {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a string, got {_kind(value)} {value!r}")
+        return value
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: must be a list, got {_kind(value)} {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: must be a list of {len(args)} values, got {len(value)}")
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: must be a mapping, got {_kind(value)} {value!r}")
+        for k in value:
+            if not isinstance(k, str):
+                raise ConfigError(f"{key}: keys must be strings, got {k!r}")
+        return dict(value)
+    raise TypeError(f"config type {tp!r} of {key} is not supported")
+
+
+def _convert_union(value: Any, args: tuple, key: str) -> Any:
+    options = [a for a in args if a is not type(None)]
+    if value is None:
+        if len(options) < len(args):
+            return None
+        raise ConfigError(f"{key}: must not be null")
+    tagged = [a for a in options if dataclasses.is_dataclass(a)]
+    if tagged:
+        # A section picked by its `type` key: each type accepts only its own keys.
+        by_type = {get_args(get_type_hints(a)["type"])[0]: a for a in tagged}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: must be a mapping, got {_kind(value)} {value!r}")
+        chosen = value.get("type", dataclasses.fields(tagged[0])[0].default)
+        if chosen not in by_type:
+            raise ConfigError(f"{key}.type: must be one of {', '.join(by_type)}; got {chosen!r}")
+        return _build(by_type[chosen], value, key)
+    if bool in options and isinstance(value, bool):
+        return value
+    for option_type in options:
+        if option_type is bool:
+            continue
+        try:
+            return _convert(value, option_type, key)
+        except ConfigError:
+            continue
+    names = " or ".join(_kind_of_type(a) for a in args)
+    raise ConfigError(f"{key}: must be {names}, got {_kind(value)} {value!r}")
+
+
+def _kind_of_type(tp: Any) -> str:
+    return {type(None): "null", bool: "a boolean", int: "an integer", float: "a number",
+            str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _check_range(value: Any, meta: Mapping[str, Any], key: str) -> None:
+    if value is None:
+        return
+    if "min_items" in meta and len(value) < meta["min_items"]:
+        raise ConfigError(f"{key}: needs at least {meta['min_items']} item(s), got {len(value)}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "min" in meta and value < meta["min"]:
+            raise ConfigError(f"{key}: must be >= {meta['min']}, got {value}")
+        if "max" in meta and value > meta["max"]:
+            raise ConfigError(f"{key}: must be <= {meta['max']}, got {value}")
+        if "above" in meta and value <= meta["above"]:
+            raise ConfigError(f"{key}: must be > {meta['above']}, got {value}")
+        if "below" in meta and value >= meta["below"]:
+            raise ConfigError(f"{key}: must be < {meta['below']}, got {value}")

@@ -1,0 +1,94 @@
+"""One controller replica's own logic: sample m architectures, turn their rewards into a gradient.
+
+The serial search loop and the Ray replica actor both drive this class; neither re-implements
+the maths. A replica's state is its random generator, its reward baseline and the sequence
+number of its next push.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from nasps.config import ReinforceStrategyConfig
+from nasps.ledger import Outcome
+from nasps.policies import Policy, SampledBatch
+from nasps.reinforce import policy_gradient
+from nasps.spaces import Architecture, SearchSpace
+
+
+def replica_seed(seed: int, replica: int) -> int:
+    """Each replica gets its own stream, fixed by the run's seed."""
+    return seed * 100_003 + replica
+
+
+@dataclass(frozen=True)
+class Scored:
+    actions: tuple[int, ...]
+    reward: float
+    child_id: int
+
+
+class Controller:
+    def __init__(self, replica: int, space: SearchSpace, policy: Policy, strategy,
+                 children_per_replica: int, seed: int):
+        self.replica = replica
+        self.space = space
+        self.policy = policy
+        self.strategy = strategy
+        self.m = children_per_replica
+        self.generator = torch.Generator().manual_seed(replica_seed(seed, replica))
+        self.baseline: Optional[float] = None
+        self.seq = 0  # pushes made so far; the next push carries seq + 1
+
+    @property
+    def learns(self) -> bool:
+        return self.policy.learns
+
+    def sample(self, params: torch.Tensor) -> tuple[SampledBatch, list[Architecture]]:
+        batch = self.policy.sample(params, self.m, self.generator)
+        return batch, [self.space.decode(a) for a in batch.actions]
+
+    def feedback(self, actions: Sequence[tuple[int, ...]], outcomes: Sequence[Optional[Outcome]]) -> list[Scored]:
+        """The (actions, reward) pairs that enter the gradient.
+
+        A child that did not finish ``ok`` enters with ``strategy.failure_reward``, or not at all
+        when that is null (the default).
+        """
+        failure_reward = getattr(self.strategy, "failure_reward", None)
+        scored = []
+        for a, outcome in zip(actions, outcomes):
+            if outcome is None:
+                continue
+            if outcome.status == "ok" and outcome.reward is not None:
+                scored.append(Scored(tuple(a), outcome.reward, outcome.id))
+            elif failure_reward is not None:
+                scored.append(Scored(tuple(a), failure_reward, outcome.id))
+        return scored
+
+    def gradient(self, params: torch.Tensor, scored: Sequence[Scored]) -> Optional[torch.Tensor]:
+        """The loss gradient for these rewards (None when there is nothing to learn from)."""
+        if not scored or not self.learns:
+            return None
+        s: ReinforceStrategyConfig = self.strategy
+        update = policy_gradient(self.policy, params, [x.actions for x in scored],
+                                 [x.reward for x in scored], self.baseline,
+                                 baseline_decay=s.baseline_decay, entropy_weight=s.entropy_weight,
+                                 normalize_advantages=s.normalize_advantages)
+        self.baseline = update.baseline
+        return update.gradient
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def state_dict(self) -> dict:
+        return {"replica": self.replica, "baseline": self.baseline, "seq": self.seq,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.baseline = state["baseline"]
+        self.seq = state["seq"]
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,15 @@
+"""Evaluators turn an architecture into a reward. Looked up by ``evaluator.type``."""
+
+from nasps.config import PythonEvaluatorConfig
+from nasps.evaluators.base import STATUSES, ChildFailure, ChildResult, Evaluator, Score, run_child
+from nasps.evaluators.python import PythonEvaluator
+
+
+def build_evaluator(config) -> Evaluator:
+    if isinstance(config, PythonEvaluatorConfig):
+        return PythonEvaluator(config)
+    raise TypeError(f"no evaluator for {type(config).__name__}")
+
+
+__all__ = ["STATUSES", "ChildFailure", "ChildResult", "Evaluator", "Score", "run_child",
+           "PythonEvaluator", "build_evaluator"]

@@ -1,0 +1,92 @@
+"""The evaluator interface and the child result every evaluator's work ends in.
+
+An evaluator turns an architecture into a reward (and metrics). ``run_child`` calls it and
+turns whatever happens into a ``ChildResult``: a failure is a value with a status, never an
+exception that could stop the search.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Protocol
+
+from nasps.spaces import Architecture
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("ok", "failed", "diverged", "oom", "timeout", "cancelled")
+
+
+@dataclass(frozen=True)
+class Score:
+    """What an evaluator returns for a child it could score."""
+
+    reward: float
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ChildFailure(Exception):
+    """Raised by an evaluator to end a child with a given status (for example ``diverged``)."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        if status not in STATUSES or status == "ok":
+            raise ValueError(f"not a failure status: {status!r}")
+        self.status = status
+
+
+class Evaluator(Protocol):
+    def evaluate(self, arch: Architecture) -> Score:
+        """Score one architecture; raise ChildFailure (or anything) when it cannot be scored."""
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    """How one child ended. ``reward`` is None unless ``status`` is ``ok``."""
+
+    status: str
+    reward: Optional[float]
+    metrics: Mapping[str, Any]
+    error: Optional[str]
+    worker: str
+    started_at: float
+    finished_at: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.finished_at - self.started_at
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_child(evaluator: Evaluator, arch: Architecture) -> ChildResult:
+    """Evaluate one architecture; every outcome, failures included, becomes a ChildResult."""
+    started = time.time()
+    status, reward, metrics, error = "ok", None, {}, None
+    try:
+        score = evaluator.evaluate(arch)
+        reward, metrics = float(score.reward), dict(score.metrics)
+        json.dumps(metrics, allow_nan=True)
+        if not math.isfinite(reward):
+            status, error = "diverged", f"reward is {reward}"
+            reward = None
+    except ChildFailure as exc:
+        status, error = exc.status, str(exc)
+    except Exception as exc:  # the user's code may raise anything: it costs this child only
+        status, error = "failed", _one_line(exc)
+        log.warning("child %s failed: %s\n%s", arch.hash, error, traceback.format_exc())
+    return ChildResult(status, reward, metrics, error, worker_name(), started, time.time())
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__

@@ -1,0 +1,66 @@
+"""The ``python`` evaluator: a user's function ``fn(arch)`` scores each child.
+
+``arch`` is a dict {decision name: chosen value}. The function returns a number (the reward)
+or a mapping with ``reward`` and optional ``metrics``. The target is imported the way Python
+would from the directory the search was started in (and PYTHONPATH); on a cluster, ship the
+code with ``cluster.runtime_env`` (``working_dir`` or ``py_modules``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import numbers
+import os
+import sys
+from typing import Any, Callable, Mapping
+
+from nasps.config import PythonEvaluatorConfig
+from nasps.errors import ConfigError
+from nasps.evaluators.base import Score
+from nasps.spaces import Architecture
+
+
+def resolve_target(target: str, key: str = "evaluator.target") -> Callable[[dict], Any]:
+    """Import ``module:function``; a clear ConfigError naming the key when that fails."""
+    module_name, _, function_name = target.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"{key}: cannot import module {module_name!r} ({exc}); run from the "
+                          "directory that holds it or add it to PYTHONPATH") from None
+    except Exception as exc:
+        raise ConfigError(f"{key}: importing {module_name!r} raised "
+                          f"{type(exc).__name__}: {exc}") from None
+    fn = getattr(module, function_name, None)
+    if fn is None:
+        raise ConfigError(f"{key}: module {module_name!r} has no attribute {function_name!r}")
+    if not callable(fn):
+        raise ConfigError(f"{key}: {target!r} is not callable")
+    return fn
+
+
+class PythonEvaluator:
+    def __init__(self, config: PythonEvaluatorConfig):
+        self.fn = resolve_target(config.target)
+
+    def evaluate(self, arch: Architecture) -> Score:
+        return score_from_return(self.fn(arch.as_dict()))
+
+
+def score_from_return(value: Any) -> Score:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return Score(float(value))
+    if isinstance(value, Mapping) and "reward" in value:
+        extra = set(value) - {"reward", "metrics"}
+        if extra:
+            raise TypeError(f"evaluator returned unknown keys {sorted(extra)}; "
+                            "expected 'reward' and optional 'metrics'")
+        reward, metrics = value["reward"], value.get("metrics") or {}
+        if isinstance(reward, bool) or not isinstance(reward, numbers.Real):
+            raise TypeError(f"evaluator returned reward {reward!r}; expected a number")
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"evaluator returned metrics {metrics!r}; expected a mapping")
+        return Score(float(reward), dict(metrics))
+    raise TypeError(f"evaluator returned {value!r}; expected a number or a mapping with 'reward'")

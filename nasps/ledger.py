@@ -1,0 +1,169 @@
+"""The ledger: which sampled children get trained, which reuse a result, when the search ends.
+
+Every sampled architecture is admitted here before it is trained:
+- ``run``: it takes one of the budget's tickets and is trained;
+- ``cached``: an identical architecture of this run already finished, so its result is reused
+  (a row with cached = 1, not counted against the budget, not trained again);
+- ``wait``: an identical architecture is being trained right now; the result is reused once
+  that one finishes;
+- ``drop``: the budget is spent, or the sample cap is reached; it is not kept.
+Tickets never exceed ``budget.children``, so the search stops at exactly the budget.
+Plain Python around the results store: the runtime wraps it in a Ray actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from nasps.evaluators import ChildResult
+from nasps.spaces import Architecture
+from nasps.store import ResultsStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Admission:
+    kind: str                      # run | cached | wait | drop
+    child: Optional["Outcome"] = None  # the reused result, for `cached`
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A committed child as the policy sees it: the row id, its status and reward."""
+
+    id: int
+    status: str
+    reward: Optional[float]
+    cached: bool
+    error: Optional[str] = None
+
+
+@dataclass
+class Progress:
+    trained: int = 0
+    cached: int = 0
+    in_flight: int = 0
+    samples: int = 0
+    best_reward: Optional[float] = None
+    by_status: dict[str, int] = field(default_factory=dict)
+    stop_reason: Optional[str] = None
+    started_at: float = field(default_factory=time.time)
+
+
+class Ledger:
+    def __init__(self, store: ResultsStore, budget_children: int, sample_cap: int):
+        self.store = store
+        self.budget = budget_children
+        self.sample_cap = sample_cap
+        self.progress = Progress()
+        self._finished: dict[str, Outcome] = {}  # arch hash -> first finished child
+        self._in_flight: Counter[str] = Counter()  # arch hash -> children being trained
+        self._statuses: Counter[str] = Counter()
+        for row in store.children():
+            self._note(row.arch_hash, Outcome(row.id, row.status, row.reward, row.cached, row.error))
+
+    @property
+    def tickets_left(self) -> int:
+        return self.budget - self.progress.trained - self.progress.in_flight
+
+    def admit(self, hashes: list[str]) -> list[Admission]:
+        """Decide, for each sampled architecture in order, what becomes of it."""
+        decisions = []
+        for arch_hash in hashes:
+            if self.progress.stop_reason == "interrupted":
+                decisions.append(Admission("drop"))
+                continue
+            if self.progress.samples >= self.sample_cap:
+                if self.progress.stop_reason is None:
+                    self.progress.stop_reason = "sample_cap"
+                    log.warning("stopping: %d architectures sampled (budget.max_samples) with %d of %d "
+                                "children trained; the policy keeps proposing architectures it has "
+                                "already seen", self.progress.samples, self.progress.trained, self.budget)
+                decisions.append(Admission("drop"))
+                continue
+            if arch_hash in self._finished:
+                self.progress.samples += 1
+                decisions.append(Admission("cached", self._finished[arch_hash]))
+            elif self._in_flight[arch_hash]:
+                self.progress.samples += 1
+                decisions.append(Admission("wait"))
+            elif self.tickets_left > 0:
+                self.progress.samples += 1
+                self._in_flight[arch_hash] += 1
+                self.progress.in_flight += 1
+                decisions.append(Admission("run"))
+            else:
+                decisions.append(Admission("drop"))
+        return decisions
+
+    def record(self, arch: Architecture, result: ChildResult, replica: Optional[int],
+               controller_version: Optional[int]) -> Outcome:
+        """Commit a trained child (one that was admitted as ``run``)."""
+        if self._in_flight[arch.hash] <= 0:
+            raise RuntimeError(f"child {arch.hash} was not admitted to run")
+        row_id = self.store.add_child(
+            arch_json=arch.json_text, arch_hash=arch.hash, status=result.status, reward=result.reward,
+            metrics=result.metrics, error=result.error, cached_from=None, replica=replica,
+            controller_version=controller_version, worker=result.worker,
+            started_at=result.started_at, finished_at=result.finished_at)
+        self._in_flight[arch.hash] -= 1
+        self.progress.in_flight -= 1
+        outcome = Outcome(row_id, result.status, result.reward, cached=False, error=result.error)
+        self._note(arch.hash, outcome)
+        return outcome
+
+    def release(self, arch: Architecture) -> None:
+        """Give back the ticket of a child that was admitted but will not finish."""
+        if self._in_flight[arch.hash] > 0:
+            self._in_flight[arch.hash] -= 1
+            self.progress.in_flight -= 1
+
+    def finished(self, arch_hash: str) -> Optional[Outcome]:
+        return self._finished.get(arch_hash)
+
+    def in_flight(self, arch_hash: str) -> bool:
+        return self._in_flight[arch_hash] > 0
+
+    def record_cached(self, arch: Architecture, replica: Optional[int],
+                      controller_version: Optional[int]) -> Outcome:
+        """Commit a child that reuses the finished result of an identical architecture."""
+        origin = self._finished[arch.hash]
+        now = time.time()
+        metrics: Mapping[str, Any] = {}
+        row_id = self.store.add_child(
+            arch_json=arch.json_text, arch_hash=arch.hash, status=origin.status, reward=origin.reward,
+            metrics=metrics, error=origin.error, cached_from=origin.id, replica=replica,
+            controller_version=controller_version, worker=None, started_at=now, finished_at=now)
+        outcome = Outcome(row_id, origin.status, origin.reward, cached=True, error=origin.error)
+        self._note(arch.hash, outcome)
+        return outcome
+
+    def interrupt(self) -> None:
+        self.progress.stop_reason = "interrupted"
+
+    @property
+    def done(self) -> bool:
+        """True when no more children will be admitted to run and none are in flight."""
+        if self.progress.in_flight:
+            return False
+        return self.progress.stop_reason is not None or self.progress.trained >= self.budget
+
+    def _note(self, arch_hash: str, outcome: Outcome) -> None:
+        if outcome.cached:
+            self.progress.cached += 1
+        else:
+            self.progress.trained += 1
+            self._finished.setdefault(arch_hash, outcome)
+        self._statuses[outcome.status] += 1
+        self.progress.by_status = dict(self._statuses)
+        if outcome.reward is not None and math.isfinite(outcome.reward):
+            best = self.progress.best_reward
+            self.progress.best_reward = outcome.reward if best is None else max(best, outcome.reward)
+        if self.progress.trained >= self.budget and self.progress.stop_reason is None:
+            self.progress.stop_reason = "budget"

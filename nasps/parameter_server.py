@@ -1,0 +1,111 @@
+"""Parameter-server shards: each owns a contiguous slice of the flat policy vector.
+
+A shard applies each pushed gradient at once with Adam (its own moment estimates for its
+slice) and bumps its version. Pushes carry (replica id, sequence number), so a call that was
+retried after a lost reply is recognised and not applied twice. Plain Python: the runtime wraps
+this class in a Ray actor, and the serial search loop uses it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def shard_bounds(num_params: int, num_shards: int) -> list[tuple[int, int]]:
+    """Split [0, num_params) into ``num_shards`` contiguous slices whose sizes differ by at most 1."""
+    if num_shards < 1:
+        raise ValueError("need at least one shard")
+    base, extra = divmod(num_params, num_shards)
+    bounds, start = [], 0
+    for i in range(num_shards):
+        stop = start + base + (1 if i < extra else 0)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+def split_params(flat: torch.Tensor, bounds: list[tuple[int, int]]) -> list[torch.Tensor]:
+    return [flat[start:stop].clone() for start, stop in bounds]
+
+
+def join_params(slices: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(slices) if slices else torch.zeros(0)
+
+
+@dataclass(frozen=True)
+class AdamSettings:
+    learning_rate: float
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True)
+class PushReceipt:
+    """The answer to a push: the shard's version after it, and how stale the gradient was."""
+
+    version: int
+    staleness: int
+    applied: bool
+
+
+class ParameterShard:
+    """One slice of the policy's parameters with its Adam state and version."""
+
+    def __init__(self, index: int, params: torch.Tensor, adam: AdamSettings):
+        self.index = index
+        self.adam = adam
+        self.params = params.detach().clone().to(torch.float32)
+        self.exp_avg = torch.zeros_like(self.params)
+        self.exp_avg_sq = torch.zeros_like(self.params)
+        self.version = 0
+        self._receipts: dict[str, tuple[int, PushReceipt]] = {}  # replica -> (last seq, receipt)
+
+    def pull(self) -> tuple[torch.Tensor, int]:
+        return self.params.clone(), self.version
+
+    def push(self, replica: str, seq: int, gradient: torch.Tensor, version_pulled: int) -> PushReceipt:
+        """Apply one gradient unless this (replica, seq) was applied already."""
+        last = self._receipts.get(replica)
+        if last is not None and seq <= last[0]:
+            previous = last[1]
+            return PushReceipt(previous.version, previous.staleness, applied=False)
+        if gradient.shape != self.params.shape:
+            raise ValueError(f"shard {self.index}: gradient of shape {tuple(gradient.shape)}, "
+                             f"expected {tuple(self.params.shape)}")
+        staleness = self.version - version_pulled
+        adam_step(self.params, self.exp_avg, self.exp_avg_sq, gradient.to(torch.float32),
+                  self.version + 1, self.adam)
+        self.version += 1
+        receipt = PushReceipt(self.version, staleness, applied=True)
+        self._receipts[replica] = (seq, receipt)
+        return receipt
+
+    def state_dict(self) -> dict:
+        return {"index": self.index, "params": self.params.clone(), "exp_avg": self.exp_avg.clone(),
+                "exp_avg_sq": self.exp_avg_sq.clone(), "version": self.version,
+                "receipts": {r: (s, vars(rec)) for r, (s, rec) in self._receipts.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.index = state["index"]
+        self.params = state["params"].clone()
+        self.exp_avg = state["exp_avg"].clone()
+        self.exp_avg_sq = state["exp_avg_sq"].clone()
+        self.version = state["version"]
+        self._receipts = {r: (s, PushReceipt(**rec)) for r, (s, rec) in state["receipts"].items()}
+
+
+def adam_step(param: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+              grad: torch.Tensor, step: int, adam: AdamSettings) -> None:
+    """One Adam update in place (Kingma & Ba 2015, Algorithm 1), step counted from 1.
+
+    Written in the same order of operations as ``torch.optim.Adam`` so the two agree closely.
+    """
+    exp_avg.lerp_(grad, 1.0 - adam.beta1)
+    exp_avg_sq.mul_(adam.beta2).addcmul_(grad, grad, value=1.0 - adam.beta2)
+    bias_correction1 = 1.0 - adam.beta1 ** step
+    bias_correction2 = 1.0 - adam.beta2 ** step
+    denom = (exp_avg_sq.sqrt() / bias_correction2 ** 0.5).add_(adam.eps)
+    param.addcdiv_(exp_avg, denom, value=-adam.learning_rate / bias_correction1)

@@ -1,0 +1,20 @@
+"""Policies: they sample choice indices and score them; they never know what a choice means."""
+
+from typing import Sequence
+
+from nasps.config import RandomStrategyConfig, ReinforceStrategyConfig
+from nasps.policies.base import Policy, SampledBatch
+from nasps.policies.factorized import FactorizedPolicy
+from nasps.policies.uniform import UniformPolicy
+from nasps.spaces import Decision
+
+
+def build_policy(strategy, decisions: Sequence[Decision]) -> Policy:
+    if isinstance(strategy, RandomStrategyConfig):
+        return UniformPolicy(decisions)
+    if isinstance(strategy, ReinforceStrategyConfig) and strategy.policy == "factorized":
+        return FactorizedPolicy(decisions)
+    raise TypeError(f"no policy for {strategy!r}")
+
+
+__all__ = ["Policy", "SampledBatch", "FactorizedPolicy", "UniformPolicy", "build_policy"]

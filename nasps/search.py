@@ -1,0 +1,59 @@
+"""The reference search loop: sample -> evaluate -> update, in one process.
+
+This is the whole method readable top to bottom. The Ray runtime (``nasps.runtime``) calls the
+same pieces (Controller, Ledger, ParameterShard, run_child) in a distributed arrangement; tests
+check the two agree. The loop here is one replica, one shard and children trained one by one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nasps.config import Config
+from nasps.controller import Controller
+from nasps.evaluators import build_evaluator, run_child
+from nasps.ledger import Ledger, Progress
+from nasps.parameter_server import AdamSettings, ParameterShard
+from nasps.policies import build_policy
+from nasps.rundir import open_new_store
+from nasps.spaces import build_space
+
+
+def adam_settings(strategy) -> AdamSettings:
+    lr = getattr(strategy, "learning_rate", 0.0)
+    beta1, beta2 = getattr(strategy, "adam_betas", (0.9, 0.999))
+    return AdamSettings(learning_rate=lr, beta1=beta1, beta2=beta2)
+
+
+def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, ParameterShard]:
+    space = build_space(config.space)
+    policy = build_policy(config.strategy, space.decisions())
+    evaluator = build_evaluator(config.evaluator)
+    ledger = Ledger(open_new_store(run_dir, config), config.budget.children, config.budget.sample_cap)
+    shard = ParameterShard(0, policy.initial_params(config.seed), adam_settings(config.strategy))
+    controller = Controller(0, space, policy, config.strategy,
+                            config.cluster.children_per_replica, config.seed)
+    try:
+        while not ledger.done:
+            params, version = shard.pull()
+            batch, archs = controller.sample(params)
+            admissions = ledger.admit([a.hash for a in archs])
+            outcomes = [None] * len(archs)
+            # Trained children first, so a repeat within the batch can reuse their result.
+            for i, (arch, admission) in enumerate(zip(archs, admissions)):
+                if admission.kind == "run":
+                    outcomes[i] = ledger.record(arch, run_child(evaluator, arch), 0, version)
+            for i, (arch, admission) in enumerate(zip(archs, admissions)):
+                if admission.kind in ("cached", "wait"):
+                    outcomes[i] = ledger.record_cached(arch, 0, version)
+            scored = controller.feedback(batch.actions, outcomes)
+            gradient = controller.gradient(params, scored)
+            if gradient is not None:
+                seq = controller.next_seq()
+                receipt = shard.push("0", seq, gradient, version)
+                ledger.store.add_pushes([(0, seq, 0, version, receipt.version, receipt.staleness,
+                                          receipt.applied)])
+                ledger.store.set_staleness([x.child_id for x in scored], receipt.staleness)
+        return ledger.progress, shard
+    finally:
+        ledger.store.close()

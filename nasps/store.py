@@ -1,0 +1,183 @@
+"""The results store: every finished child, durably, in ``RUN_DIR/results.sqlite``.
+
+One row per sampled architecture that was trained or served from the cache of this run, written
+(and committed) before its reward is used. SQLite in WAL mode, so a reader (``nasps report``)
+never blocks the search, and a killed search loses nothing that was committed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from nasps.errors import UserInputError
+
+STORE_NAME = "results.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS children (
+    id                 INTEGER PRIMARY KEY,  -- order of finishing, from 1
+    arch               TEXT NOT NULL,        -- JSON object: decision name -> value
+    arch_hash          TEXT NOT NULL,
+    reward             REAL,                 -- NULL unless status = 'ok'
+    status             TEXT NOT NULL,        -- ok, failed, diverged, oom, timeout, cancelled
+    cached             INTEGER NOT NULL,     -- 1: result reused from an identical earlier child
+    cached_from        INTEGER REFERENCES children(id),
+    metrics            TEXT NOT NULL,        -- JSON object
+    error              TEXT,
+    replica            INTEGER,
+    controller_version INTEGER,              -- policy updates the sampling replica had pulled
+    staleness          INTEGER,              -- of the gradient this child fed; NULL if none
+    worker             TEXT,
+    started_at         REAL,
+    finished_at        REAL,
+    duration_s         REAL
+);
+CREATE INDEX IF NOT EXISTS children_by_hash ON children(arch_hash);
+CREATE TABLE IF NOT EXISTS pushes (
+    replica        INTEGER NOT NULL,
+    seq            INTEGER NOT NULL,
+    shard          INTEGER NOT NULL,
+    version_pulled INTEGER NOT NULL,
+    version        INTEGER NOT NULL,        -- the shard's version after this push
+    staleness      INTEGER NOT NULL,
+    applied        INTEGER NOT NULL,        -- 0: a retried call the shard had applied already
+    pushed_at      REAL NOT NULL,
+    PRIMARY KEY (replica, seq, shard)
+);
+"""
+
+
+@dataclass(frozen=True)
+class ChildRow:
+    id: int
+    arch: dict
+    arch_hash: str
+    reward: Optional[float]
+    status: str
+    cached: bool
+    metrics: dict
+    error: Optional[str]
+    replica: Optional[int]
+    controller_version: Optional[int]
+    staleness: Optional[int]
+    worker: Optional[str]
+    started_at: Optional[float]
+    finished_at: Optional[float]
+    duration_s: Optional[float]
+
+
+class ResultsStore:
+    """Writes and reads one run's ``results.sqlite``."""
+
+    def __init__(self, path: str | Path, *, create: bool = False):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise UserInputError(f"{self.path}: no results store here")
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            if create:
+                self._db.executescript(SCHEMA)
+            self._check_schema()
+        except sqlite3.DatabaseError as exc:
+            raise UserInputError(f"{self.path}: not a readable nasps results store ({exc})") from None
+
+    def _check_schema(self) -> None:
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        missing = {"meta", "children", "pushes"} - tables
+        if missing:
+            raise UserInputError(f"{self.path}: not a nasps results store "
+                                 f"(missing tables: {', '.join(sorted(missing))})")
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------------ writing
+
+    def set_meta(self, values: Mapping[str, Any]) -> None:
+        with self._transaction():
+            self._db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in values.items()])
+
+    def add_child(self, *, arch_json: str, arch_hash: str, status: str, reward: Optional[float],
+                  metrics: Mapping[str, Any], error: Optional[str], cached_from: Optional[int],
+                  replica: Optional[int], controller_version: Optional[int], worker: Optional[str],
+                  started_at: Optional[float], finished_at: Optional[float]) -> int:
+        """Insert one finished child and commit; returns its id."""
+        duration = (finished_at - started_at) if started_at is not None and finished_at is not None else None
+        with self._transaction():
+            cursor = self._db.execute(
+                "INSERT INTO children(arch, arch_hash, reward, status, cached, cached_from, metrics,"
+                " error, replica, controller_version, worker, started_at, finished_at, duration_s)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (arch_json, arch_hash, reward, status, int(cached_from is not None), cached_from,
+                 json.dumps(dict(metrics)), error, replica, controller_version, worker,
+                 started_at, finished_at, duration))
+        return int(cursor.lastrowid)
+
+    def set_staleness(self, child_ids: Sequence[int], staleness: int) -> None:
+        with self._transaction():
+            self._db.executemany("UPDATE children SET staleness = ? WHERE id = ?",
+                                 [(staleness, i) for i in child_ids])
+
+    def add_pushes(self, rows: Iterable[tuple[int, int, int, int, int, int, bool]]) -> None:
+        """Rows of (replica, seq, shard, version_pulled, version, staleness, applied)."""
+        now = time.time()
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO pushes(replica, seq, shard, version_pulled, version,"
+                " staleness, applied, pushed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*row[:6], int(row[6]), now) for row in rows])
+
+    def _transaction(self):
+        return _Transaction(self._db)
+
+    # ------------------------------------------------------------------ reading
+
+    def meta(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+
+    def children(self, order: str = "id") -> list[ChildRow]:
+        orders = {"id": "id", "reward": "reward IS NULL, reward DESC, id"}
+        rows = self._db.execute(f"SELECT * FROM children ORDER BY {orders[order]}").fetchall()
+        return [_row(r) for r in rows]
+
+    def count(self, where: str = "1", args: Sequence[Any] = ()) -> int:
+        return int(self._db.execute(f"SELECT COUNT(*) FROM children WHERE {where}", args).fetchone()[0])
+
+    def pushes(self) -> list[tuple]:
+        return self._db.execute(
+            "SELECT replica, seq, shard, version_pulled, version, staleness, applied"
+            " FROM pushes ORDER BY pushed_at, replica, seq, shard").fetchall()
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb):
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        return False
+
+
+def _row(r: tuple) -> ChildRow:
+    (id_, arch, arch_hash, reward, status, cached, _cached_from, metrics, error, replica,
+     controller_version, staleness, worker, started_at, finished_at, duration_s) = r
+    return ChildRow(id_, json.loads(arch), arch_hash, reward, status, bool(cached), json.loads(metrics),
+                    error, replica, controller_version, staleness, worker, started_at, finished_at,
+                    duration_s)

@@ -1,0 +1,137 @@
+"""The nasps command in subprocesses, as a user runs it."""
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import NASPS, ROOT, TOY_SPACE
+
+
+def nasps(*args, timeout=300, **kwargs):
+    return subprocess.run(NASPS + list(args), cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def write_config(tmp_path, **overrides):
+    raw = {"space": TOY_SPACE, "evaluator": {"type": "python", "target": "tests.toys:match_fraction"},
+           "cluster": {"cpus_per_child": 0, "replicas": 2, "children_per_replica": 2,
+                       "parameter_servers": 2},
+           "strategy": {"type": "reinforce", "learning_rate": 0.2}, "budget": {"children": 16}}
+    raw.update(overrides)
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def assert_one_line_error(result, *needles):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_validate_accepts_the_shipped_config():
+    result = nasps("validate", "configs/default.yaml")
+    assert result.returncode == 0 and "ok" in result.stdout
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("", ["the file is empty"]),
+    ("space: [", ["not valid YAML"]),
+    ("spce: {}\n", ["spce: unknown key", "did you mean 'space'"]),
+])
+def test_bad_files_give_one_line(tmp_path, text, needles):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert_one_line_error(nasps("validate", str(path)), str(path), *needles)
+
+
+def test_bad_values_and_overrides_give_one_line(tmp_path):
+    path = write_config(tmp_path)
+    assert_one_line_error(nasps("validate", str(path), "--set", "cluster.replicas=zero"),
+                          "cluster.replicas: must be an integer")
+    assert_one_line_error(nasps("validate", str(path), "--set", "budget.children=-5"),
+                          "budget.children: must be >= 1")
+    assert_one_line_error(nasps("validate", str(path), "--set", "evaluator.target=nowhere:fn"),
+                          "evaluator.target: cannot import module 'nowhere'")
+    assert_one_line_error(nasps("validate", str(path), "--set", "evaluator.target=tests.toys:nope"),
+                          "has no attribute 'nope'")
+    assert_one_line_error(nasps("validate", str(tmp_path)), "is a directory")
+    assert_one_line_error(nasps("validate", str(tmp_path / "missing.yaml")), "no such config file")
+    assert_one_line_error(nasps("search", "--config", str(path), "--bogus"), "unrecognized arguments")
+    assert_one_line_error(nasps("report", str(tmp_path / "nowhere")), "no such run directory")
+
+
+def test_search_report_and_a_run_dir_that_is_not_reused(ray_session, tmp_path):
+    path = write_config(tmp_path)
+    run_dir = tmp_path / "run"
+    result = nasps("search", "--config", str(path), "--run-dir", str(run_dir),
+                   "--address", ray_session, "--set", "budget.children=12")
+    assert result.returncode == 0, result.stderr
+    assert "children 12/12" in result.stdout and "top" in result.stdout
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["budget"]["children"] == 12 and resolved["strategy"]["baseline_decay"] == 0.95
+    db = sqlite3.connect(run_dir / "results.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM children WHERE cached = 0").fetchone()[0] == 12
+    db.close()
+
+    report = nasps("report", str(run_dir))
+    assert report.returncode == 0 and "12 trained" in report.stdout and "architectures" in report.stdout
+
+    before = hashlib.sha256((run_dir / "results.sqlite").read_bytes()).hexdigest()
+    again = nasps("search", "--config", str(path), "--run-dir", str(run_dir), "--address", ray_session)
+    assert_one_line_error(again, "already holds a search")
+    assert hashlib.sha256((run_dir / "results.sqlite").read_bytes()).hexdigest() == before
+
+
+def test_report_of_a_corrupt_store_is_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.sqlite").write_bytes(b"this is not a database" * 100)
+    assert_one_line_error(nasps("report", str(run_dir)), "results.sqlite")
+
+
+def test_ctrl_c_keeps_every_finished_child(ray_session, tmp_path):
+    path = write_config(tmp_path, evaluator={"type": "python", "target": "tests.toys:sleep_then_score"},
+                        budget={"children": 1000})
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, NASPS_TOY_SLEEP="0.3")
+    proc = subprocess.Popen(NASPS + ["search", "--config", str(path), "--run-dir", str(run_dir),
+                                     "--address", ray_session],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = run_dir / "results.sqlite"
+    deadline = time.time() + 120
+    seen = 0
+    while time.time() < deadline and seen < 8:
+        time.sleep(0.5)
+        if store.exists():
+            db = sqlite3.connect(store)
+            seen = db.execute("SELECT COUNT(*) FROM children").fetchone()[0]
+            db.close()
+    assert seen >= 8, "the search did not get going"
+    rows_before = _rows(store)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "finished children are kept" in err
+    rows_after = _rows(store)
+    assert rows_after[:len(rows_before)] == rows_before  # nothing finished was lost or changed
+    assert len(rows_after) < 1000
+    db = sqlite3.connect(store)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
+
+
+def _rows(store):
+    db = sqlite3.connect(store)
+    rows = db.execute("SELECT id, arch_hash, reward, status FROM children ORDER BY id").fetchall()
+    db.close()
+    return rows

@@ -1,0 +1,35 @@
+"""Architecture rules that a reader relies on."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "nasps"
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_only_the_runtime_package_imports_ray():
+    offenders = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                 if "ray" in imported_modules(p) and p.parent.name != "runtime"]
+    assert offenders == []
+    assert "ray" in imported_modules(PACKAGE / "runtime" / "driver.py")
+
+
+def test_architectures_and_config_never_touch_torch():
+    for name in ["config.py", "spaces/base.py", "spaces/categorical.py", "store.py", "ledger.py"]:
+        assert "torch" not in imported_modules(PACKAGE / name), name
+
+
+def test_readme_documents_every_config_key():
+    from nasps.config import describe
+    readme = (PACKAGE.parent / "README.md").read_text()
+    missing = [key for key, _, _ in describe() if f"| `{key}` |" not in readme]
+    assert missing == []

@@ -1,0 +1,103 @@
+"""The ledger and the store: exact budget, cached repeats, waits, the sample cap, durable rows."""
+
+import sqlite3
+
+import pytest
+
+from nasps.evaluators import ChildResult
+from nasps.ledger import Ledger
+from nasps.rundir import open_new_store
+from nasps.spaces import Architecture
+from nasps.store import ResultsStore
+from tests.conftest import toy_config
+
+
+def arch(i: int) -> Architecture:
+    return Architecture.from_value("categorical", {"a": i})
+
+
+def ok(reward: float) -> ChildResult:
+    return ChildResult("ok", reward, {"val_accuracy": reward}, None, "w", 1.0, 3.5)
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    store = open_new_store(tmp_path / "run", toy_config())
+    yield Ledger(store, budget_children=3, sample_cap=10)
+    store.close()
+
+
+def kinds(admissions):
+    return [a.kind for a in admissions]
+
+
+def test_tickets_never_exceed_the_budget(ledger):
+    assert kinds(ledger.admit([arch(0).hash, arch(1).hash])) == ["run", "run"]
+    assert kinds(ledger.admit([arch(2).hash, arch(3).hash])) == ["run", "drop"]
+    assert not ledger.done
+    for i in range(3):
+        ledger.record(arch(i), ok(i / 10), replica=0, controller_version=0)
+    assert ledger.done and ledger.progress.stop_reason == "budget"
+    assert kinds(ledger.admit([arch(4).hash])) == ["drop"]
+    assert ledger.store.count("cached = 0") == 3
+
+
+def test_repeats_are_cached_or_wait_for_their_twin(ledger):
+    assert kinds(ledger.admit([arch(0).hash, arch(0).hash])) == ["run", "wait"]
+    assert ledger.in_flight(arch(0).hash)
+    first = ledger.record(arch(0), ok(0.7), replica=1, controller_version=4)
+    twin = ledger.record_cached(arch(0), replica=1, controller_version=4)
+    assert (twin.reward, twin.status, twin.cached) == (0.7, "ok", True)
+    admissions = ledger.admit([arch(0).hash])
+    assert kinds(admissions) == ["cached"] and admissions[0].child == first
+    rows = ledger.store.children()
+    assert [r.cached for r in rows] == [False, True]
+    assert rows[1].metrics == {} and rows[0].metrics == {"val_accuracy": 0.7}
+    assert ledger.progress.trained == 1 and ledger.progress.cached == 1
+
+
+def test_sample_cap_stops_a_policy_that_repeats_itself(ledger):
+    ledger.admit([arch(0).hash])
+    ledger.record(arch(0), ok(0.5), 0, 0)
+    admissions = ledger.admit([arch(0).hash] * 12)
+    assert kinds(admissions) == ["cached"] * 9 + ["drop"] * 3
+    assert ledger.progress.stop_reason == "sample_cap" and ledger.done
+
+
+def test_failures_count_against_the_budget(ledger):
+    ledger.admit([arch(0).hash])
+    failed = ChildResult("failed", None, {}, "ValueError: boom", "w", 1.0, 2.0)
+    outcome = ledger.record(arch(0), failed, 0, 0)
+    assert outcome.status == "failed" and outcome.reward is None
+    row = ledger.store.children()[0]
+    assert (row.status, row.error, row.duration_s) == ("failed", "ValueError: boom", 1.0)
+
+
+def test_released_ticket_returns_to_the_budget(ledger):
+    ledger.admit([arch(0).hash, arch(1).hash, arch(2).hash])
+    ledger.release(arch(2))
+    assert ledger.tickets_left == 1 and not ledger.in_flight(arch(2).hash)
+
+
+def test_rows_are_durable_and_the_ledger_rebuilds_from_them(tmp_path):
+    store = open_new_store(tmp_path / "run", toy_config())
+    ledger = Ledger(store, 5, 100)
+    ledger.admit([arch(0).hash, arch(1).hash])
+    ledger.record(arch(0), ok(0.25), 0, 0)
+    # Another connection sees the committed row while the writer is still open (WAL).
+    other = sqlite3.connect(tmp_path / "run" / "results.sqlite")
+    assert other.execute("SELECT reward, status, cached FROM children").fetchall() == [(0.25, "ok", 0)]
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    other.close()
+    store.close()
+    again = Ledger(ResultsStore(tmp_path / "run" / "results.sqlite"), 5, 100)
+    assert again.progress.trained == 1
+    assert kinds(again.admit([arch(0).hash])) == ["cached"]
+
+
+def test_store_meta_keeps_the_config_and_version(tmp_path):
+    store = open_new_store(tmp_path / "run", toy_config())
+    meta = store.meta()
+    assert meta["config"]["budget"]["children"] == 20
+    assert meta["nasps_version"]
+    assert (tmp_path / "run" / "config.yaml").read_text().startswith("space:")

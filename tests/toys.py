@@ -1,0 +1,41 @@
+"""Small evaluators for the tests: real functions, cheap enough to run hundreds of times."""
+
+import math
+import os
+import time
+
+# The one best architecture of the toy objective: reward 1.0 only here.
+TARGET = {"a": 2, "b": "y", "c": 0.5, "d": 3}
+
+
+def match_fraction(arch: dict) -> float:
+    """Fraction of decisions that match TARGET: one best architecture, smooth around it."""
+    return sum(arch[k] == v for k, v in TARGET.items()) / len(TARGET)
+
+
+def match_fraction_slow(arch: dict) -> dict:
+    time.sleep(0.02)
+    return {"reward": match_fraction(arch), "metrics": {"pid": os.getpid()}}
+
+
+def sleep_then_score(arch: dict) -> float:
+    time.sleep(float(os.environ.get("NASPS_TOY_SLEEP", "0.2")))
+    return match_fraction(arch)
+
+
+def flaky(arch: dict):
+    """Fails in every way a user's function can, depending on the architecture."""
+    if arch["a"] == 0:
+        raise ValueError("a = 0 is not supported")
+    if arch["a"] == 1:
+        return math.nan
+    if arch["a"] == 3:
+        return "not a number"
+    return match_fraction(arch)
+
+
+def crash_on_a0(arch: dict) -> float:
+    """Kills its own worker process for a = 0, as a segfault or the OOM killer would."""
+    if arch["a"] == 0:
+        os._exit(1)
+    return match_fraction(arch)
