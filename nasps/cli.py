@@ -83,7 +83,7 @@ def _search(args) -> int:
     _check_runnable(config, args.config)
     run_dir = prepare_run_dir(args.run_dir or default_run_dir())
 
-    from nasps.runtime import run_search  # imports Ray: only once the input is known to be good
+    from nasps.runtime.driver import run_search  # imports Ray: only once the input is known to be good
 
     c = config.cluster
     print(f"nasps: searching into {run_dir} (S={c.parameter_servers}, K={c.replicas}, "

@@ -30,8 +30,10 @@ def split_params(flat: torch.Tensor, bounds: list[tuple[int, int]]) -> list[torc
     return [flat[start:stop].clone() for start, stop in bounds]
 
 
-def join_params(slices: list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat(slices) if slices else torch.zeros(0)
+def join_params(slices: list) -> torch.Tensor:
+    """One flat float32 tensor from slices (tensors or arrays, copied: Ray's arrays are read-only)."""
+    return torch.cat([torch.as_tensor(s, dtype=torch.float32).clone() if isinstance(s, torch.Tensor)
+                      else torch.tensor(s, dtype=torch.float32) for s in slices]) if slices else torch.zeros(0)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,12 @@ class ParameterShard:
         receipt = PushReceipt(self.version, staleness, applied=True)
         self._receipts[replica] = (seq, receipt)
         return receipt
+
+    def push_and_pull(self, replica: str, seq: int, gradient: torch.Tensor,
+                      version_pulled: int) -> tuple[PushReceipt, torch.Tensor, int]:
+        """A push whose reply is also the next pull: saves a replica one round trip per round."""
+        receipt = self.push(replica, seq, gradient, version_pulled)
+        return (receipt, *self.pull())
 
     def state_dict(self) -> dict:
         return {"index": self.index, "params": self.params.clone(), "exp_avg": self.exp_avg.clone(),

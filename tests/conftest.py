@@ -66,7 +66,7 @@ def ray_address():
 @pytest.fixture(scope="session")
 def ray_session(ray_address):
     """This test process joined to the session's Ray, the way the nasps driver joins one."""
-    from nasps.runtime import connect
+    from nasps.runtime.driver import connect
     os.chdir(ROOT)
     connect(ray_address, {})
     return ray_address

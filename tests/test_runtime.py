@@ -3,13 +3,14 @@
 import os
 import sqlite3
 
+import numpy as np
 import pytest
 import torch
 
 from nasps.controller import Controller
 from nasps.parameter_server import AdamSettings, ParameterShard, join_params, shard_bounds, split_params
 from nasps.policies import build_policy
-from nasps.runtime import run_search
+from nasps.runtime.driver import run_search
 from nasps.spaces import build_space
 from nasps.store import ResultsStore
 from tests.conftest import toy_config
@@ -53,12 +54,11 @@ def test_distributed_search_stores_every_child_and_counts_pushes(ray_session, tm
 def test_retried_push_is_not_applied_twice_by_the_actor(ray_session):
     import ray
     from nasps.runtime.actors import ParameterServerShard
-    shard = ParameterServerShard.options(num_cpus=0).remote(0, torch.zeros(4), AdamSettings(0.1))
-    first = ray.get(shard.push.remote("7", 1, torch.ones(4), 0))
-    retry = ray.get(shard.push.remote("7", 1, torch.ones(4), 0))
-    params, version = ray.get(shard.pull.remote())
+    shard = ParameterServerShard.options(num_cpus=0).remote(0, np.zeros(4, np.float32), AdamSettings(0.1))
+    first = ray.get(shard.push.remote("7", 1, np.ones(4, np.float32), 0))
+    retry, params, version = ray.get(shard.push_and_pull.remote("7", 1, np.ones(4, np.float32), 0))
     assert first.applied and not retry.applied and version == 1
-    assert torch.allclose(params, torch.full((4,), -0.1))
+    np.testing.assert_allclose(params, np.full(4, -0.1), rtol=1e-6)
 
 
 def test_sharded_update_equals_single_process_update(ray_session):
@@ -78,9 +78,9 @@ def test_sharded_update_equals_single_process_update(ray_session):
     single = ParameterShard(0, params, adam)
     single.push("0", 1, gradient, 0)
     bounds = shard_bounds(policy.num_params, 3)
-    shards = [ParameterServerShard.options(num_cpus=0).remote(i, p, adam)
+    shards = [ParameterServerShard.options(num_cpus=0).remote(i, p.numpy(), adam)
               for i, p in enumerate(split_params(params, bounds))]
-    ray.get([s.push.remote("0", 1, gradient[a:b], 0) for s, (a, b) in zip(shards, bounds)])
+    ray.get([s.push.remote("0", 1, gradient[a:b].numpy(), 0) for s, (a, b) in zip(shards, bounds)])
     joined = join_params([p for p, _ in ray.get([s.pull.remote() for s in shards])])
     torch.testing.assert_close(joined, single.pull()[0])
 

@@ -1,6 +1,8 @@
 """The factorized policy: one independent learnable logit vector per decision.
 
 P(a) = prod_t softmax(logits_t)[a_t]. Parameters start at zero, the uniform distribution.
+The decisions' logits are laid into one padded matrix (padding at -inf), so sampling and
+scoring are a handful of tensor operations whatever the number of decisions.
 """
 
 from __future__ import annotations
@@ -19,37 +21,46 @@ class FactorizedPolicy:
     def __init__(self, decisions: Sequence[Decision]):
         self.sizes = [d.num_choices for d in decisions]
         self.num_params = sum(self.sizes)
+        width = max(self.sizes, default=1)
+        # Row t, column c of the padded matrix reads parameter index[t, c] (or padding).
+        index = torch.full((len(self.sizes), width), self.num_params, dtype=torch.long)
+        start = 0
+        for t, n in enumerate(self.sizes):
+            index[t, :n] = torch.arange(start, start + n)
+            start += n
+        self._index = index
+        self._rows = torch.arange(len(self.sizes))
 
     def initial_params(self, seed: int) -> torch.Tensor:
         return torch.zeros(self.num_params, dtype=torch.float32)
 
-    def _log_softmaxes(self, params: torch.Tensor) -> list[torch.Tensor]:
-        return [torch.log_softmax(chunk, dim=0) for chunk in torch.split(params, self.sizes)]
+    def _log_probs_matrix(self, params: torch.Tensor) -> torch.Tensor:
+        padded = torch.cat([params, params.new_full((1,), float("-inf"))])[self._index]
+        return torch.log_softmax(padded, dim=1)
 
     def sample(self, params: torch.Tensor, m: int, generator: torch.Generator) -> SampledBatch:
         with torch.no_grad():
-            logps = self._log_softmaxes(params)
-            columns = [torch.multinomial(lp.exp(), m, replacement=True, generator=generator)
-                       for lp in logps]
-            actions = torch.stack(columns, dim=1) if columns else torch.zeros(m, 0, dtype=torch.long)
-            log_probs, entropies = self._score(logps, actions)
-        return SampledBatch(tuple(tuple(int(a) for a in row) for row in actions),
-                            tuple(log_probs.tolist()), tuple(entropies.tolist()))
+            logp = self._log_probs_matrix(params)
+            if len(self.sizes):
+                actions = torch.multinomial(logp.exp(), m, replacement=True, generator=generator).T
+            else:
+                actions = torch.zeros(m, 0, dtype=torch.long)
+            log_probs, entropies = self._score(logp, actions)
+        return SampledBatch(tuple(map(tuple, actions.tolist())), tuple(log_probs.tolist()),
+                            tuple(entropies.tolist()))
 
     def log_probs(self, params: torch.Tensor,
                   actions: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._score(self._log_softmaxes(params), torch.as_tensor(actions, dtype=torch.long))
+        actions = torch.as_tensor(actions, dtype=torch.long).reshape(-1, len(self.sizes))
+        return self._score(self._log_probs_matrix(params), actions)
 
-    @staticmethod
-    def _score(logps: list[torch.Tensor], actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = actions.shape[0]
-        log_prob = torch.zeros(m)
-        entropy = torch.zeros(())
-        for t, lp in enumerate(logps):
-            log_prob = log_prob + lp[actions[:, t]]
-            entropy = entropy - (lp.exp() * lp).sum()
-        return log_prob, entropy.expand(m)
+    def _score(self, logp: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_prob = logp[self._rows, actions].sum(dim=1)  # (m,)
+        p = logp.exp()
+        entropy = -(p * logp.masked_fill(p == 0, 0.0)).sum()
+        return log_prob, entropy.expand(actions.shape[0])
 
     def probabilities(self, params: torch.Tensor) -> list[torch.Tensor]:
         """Each decision's distribution, for reports and tests."""
-        return [lp.exp() for lp in self._log_softmaxes(params)]
+        p = self._log_probs_matrix(params).exp()
+        return [p[t, :n] for t, n in enumerate(self.sizes)]

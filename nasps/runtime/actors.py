@@ -1,7 +1,6 @@
 """Thin Ray actor wrappers around the plain classes that do the work.
 
 - ``ParameterServerShard``: a ``ParameterShard`` (one slice of the policy, its Adam state).
-- ``ChildWorker``: builds its evaluator once (data stays resident) and trains one child a call.
 - ``Recorder``: the ledger and results store, on the driver's node, so the store is a local
   file there. Async, so a child that waits for an identical one in training does not block it.
 """
@@ -14,26 +13,41 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import ray
+import torch
 
-from nasps.evaluators import ChildResult, build_evaluator, run_child
+from nasps.evaluators import ChildResult
 from nasps.ledger import Admission, Ledger, Outcome, Progress
-from nasps.parameter_server import ParameterShard
+from nasps.parameter_server import AdamSettings, ParameterShard, PushReceipt
 from nasps.spaces import Architecture
 from nasps.store import ResultsStore
 
 log = logging.getLogger(__name__)
 
-ParameterServerShard = ray.remote(ParameterShard)
-
-
 @ray.remote
-class ChildWorker:
-    def __init__(self, evaluator_config):
-        self.evaluator = build_evaluator(evaluator_config)
+class ParameterServerShard:
+    """A ``ParameterShard`` that speaks numpy arrays on the wire: Ray ships those without
+    pickling (zero-copy), which makes a push several times cheaper than with torch tensors."""
 
-    def evaluate(self, arch: Architecture) -> ChildResult:
-        return run_child(self.evaluator, arch)
+    def __init__(self, index: int, params, adam: AdamSettings):
+        self.shard = ParameterShard(index, torch.tensor(np.asarray(params)), adam)
+
+    def pull(self) -> tuple[np.ndarray, int]:
+        params, version = self.shard.pull()
+        return params.numpy(), version
+
+    def push(self, replica: str, seq: int, gradient, version_pulled: int) -> PushReceipt:
+        return self.shard.push(replica, seq, torch.tensor(gradient), version_pulled)
+
+    def push_and_pull(self, replica: str, seq: int, gradient,
+                      version_pulled: int) -> tuple[PushReceipt, np.ndarray, int]:
+        receipt, params, version = self.shard.push_and_pull(replica, seq, torch.tensor(gradient),
+                                                            version_pulled)
+        return receipt, params.numpy(), version
+
+    def state_dict(self) -> dict:
+        return self.shard.state_dict()
 
 
 @ray.remote
@@ -42,14 +56,21 @@ class Recorder:
         self.ledger = Ledger(ResultsStore(Path(store_path)), budget_children, sample_cap)
         self._changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
-    async def admit(self, hashes: list[str]) -> list[Admission]:
+    async def admit(self, hashes: list[str], push_report: Optional[tuple] = None) -> list[Admission]:
+        """Admit a replica's new samples; ``push_report`` is its previous round's push, if any
+        (carried here to save the replica one call per round)."""
+        if push_report is not None:
+            await self.report_push(*push_report)
         return self.ledger.admit(hashes)
 
-    async def record(self, arch: Architecture, result: ChildResult, replica: int,
-                     controller_version: int) -> Outcome:
-        outcome = self.ledger.record(arch, result, replica, controller_version)
-        self._wake(arch.hash)
-        return outcome
+    async def record(self, children: list[tuple[Architecture, ChildResult]], replica: int,
+                     controller_version: int) -> list[Outcome]:
+        """Commit the children that finished (one call for all that finished together)."""
+        outcomes = [self.ledger.record(arch, result, replica, controller_version)
+                    for arch, result in children]
+        for arch, _ in children:
+            self._wake(arch.hash)
+        return outcomes
 
     async def release(self, arch: Architecture) -> None:
         self.ledger.release(arch)

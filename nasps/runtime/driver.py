@@ -40,6 +40,7 @@ class SearchSummary:
     timings: list[RoundTiming]
     shard_versions: list[int]
     params: torch.Tensor  # the policy's final flat parameter vector, joined from the shards
+    ready_at: float  # when every actor was up and the replicas started their first round
 
 
 def connect(address: Optional[str], runtime_env: dict) -> bool:
@@ -88,7 +89,7 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
     space = build_space(config.space)
     policy = build_policy(config.strategy, space.decisions())
     bounds = shard_bounds(policy.num_params, cluster.parameter_servers if policy.learns else 1)
-    initial = split_params(policy.initial_params(config.seed), bounds)
+    initial = [p.numpy() for p in split_params(policy.initial_params(config.seed), bounds)]
     adam = adam_settings(config.strategy)
     shards = [ParameterServerShard.options(num_cpus=0).remote(i, p, adam)
               for i, p in enumerate(initial)] if policy.learns else []
@@ -96,8 +97,17 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
     worker_options = {"num_cpus": cluster.cpus_per_child, "num_gpus": cluster.gpus_per_child}
     replicas = [ControllerReplica.options(num_cpus=0).remote(
         k, config, shards, bounds, recorder, worker_options) for k in range(cluster.replicas)]
-    runs = [r.run.remote() for r in replicas]
     try:
+        # Start every replica's loop only once all K*m workers exist, so no replica races ahead
+        # while others are still starting (starting a worker process can take seconds).
+        pending = [r.ready.remote() for r in replicas]
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_s)
+            if pending:
+                log.info("starting actors: %d of %d replicas have all their workers",
+                         len(replicas) - len(pending), len(replicas))
+        ready_at = time.time()
+        runs = [r.run.remote() for r in replicas]
         remaining = list(runs)
         while remaining:
             _, remaining = ray.wait(remaining, num_returns=len(remaining), timeout=poll_s)
@@ -110,9 +120,9 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
         ray.get(recorder.interrupt.remote())
         for r in replicas:
             ray.kill(r)
-        timings = []
+        timings, ready_at = [], time.time()
     progress = ray.get(recorder.progress.remote())
     pulled = ray.get([s.pull.remote() for s in shards])
     ray.get(recorder.close.remote())
     return SearchSummary(progress, time.time() - started, timings, [v for _, v in pulled],
-                         join_params([p for p, _ in pulled]))
+                         join_params([p for p, _ in pulled]), ready_at)

@@ -21,6 +21,7 @@ from nasps.evaluators import ChildResult
 from nasps.evaluators.base import worker_name
 from nasps.parameter_server import join_params
 from nasps.policies import build_policy
+from nasps.runtime.worker import ChildWorker
 from nasps.spaces import build_space
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class RoundTiming:
     gradient: float = 0.0
     push: float = 0.0
     replaced_workers: int = 0
+    commits: int = 0  # calls that committed children (several children can share one)
     pushes: list = field(default_factory=list)
 
 
@@ -58,9 +60,10 @@ class ControllerReplica:
         self.worker_options = worker_options
         self.workers = [self._new_worker() for _ in range(config.cluster.children_per_replica)]
         self.timing = RoundTiming()
+        self._pulled = None  # (slices, versions) that the last push replied with
+        self._push_report = None  # the last push, for the recorder, sent with the next admit
 
     def _new_worker(self):
-        from nasps.runtime.actors import ChildWorker
         return ChildWorker.options(**self.worker_options).remote(self.config.evaluator)
 
     def ready(self) -> bool:
@@ -74,46 +77,61 @@ class ControllerReplica:
         return self.timing
 
     def round(self) -> bool:
-        """One pull-sample-train-push round. False when the ledger admits nothing more."""
+        """One pull-sample-train-push round. False when the ledger admits nothing more.
+
+        The pull is the reply of the previous round's push when there was one (the same
+        parameters a separate pull would get at that moment, one round trip fewer).
+        """
         t = self.timing
         t0 = time.perf_counter()
         if self.controller.learns:
-            pulled = ray.get([s.pull.remote() for s in self.shards])
-            params = join_params([p for p, _ in pulled])
-            versions = [v for _, v in pulled]
+            if self._pulled is None:
+                pulled = ray.get([s.pull.remote() for s in self.shards])
+                self._pulled = [p for p, _ in pulled], [v for _, v in pulled]
+            slices, versions = self._pulled
+            self._pulled = None
+            params = join_params(slices)
         else:
             params, versions = torch.zeros(0), [0]
         controller_version = min(versions)
         t1 = time.perf_counter()
         batch, archs = self.controller.sample(params)
-        admissions = ray.get(self.recorder.admit.remote([a.hash for a in archs]))
+        admissions = ray.get(self.recorder.admit.remote([a.hash for a in archs], self._push_report))
+        self._push_report = None
         t2 = time.perf_counter()
         if all(a.kind == "drop" for a in admissions):
             return False
 
-        pending = {}  # object ref -> index in batch
+        training = {}  # worker's result ref -> (index in batch, worker)
+        recording = {}  # recorder's commit ref -> indices in batch
         runs = iter(range(len(self.workers)))
         for i, (arch, admission) in enumerate(zip(archs, admissions)):
             if admission.kind == "run":
                 w = next(runs)
-                result = self.workers[w].evaluate.remote(arch)
-                # The recorder receives the worker's result directly: the row is committed
-                # as soon as the child finishes, before this replica sees its reward.
-                ref = self.recorder.record.remote(arch, result, self.replica, controller_version)
-                pending[ref] = (i, w)
+                training[self.workers[w].evaluate.remote(arch)] = (i, w)
             elif admission.kind in ("cached", "wait"):
-                pending[self.recorder.reuse.remote(arch, self.replica, controller_version)] = (i, None)
+                recording[self.recorder.reuse.remote(arch, self.replica, controller_version)] = [i]
         outcomes = [None] * len(archs)
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                i, w = pending.pop(ref)
-                try:
-                    outcomes[i] = ray.get(ref)
-                except (RayActorError, RayTaskError) as exc:
-                    if w is None:
-                        raise
-                    outcomes[i] = self._worker_lost(w, archs[i], controller_version, exc)
+        while training or recording:
+            # Block for the first result, then take every other one that is already there, so
+            # children that finish together are committed in one call and none waits for another.
+            ray.wait(list(training) + list(recording), num_returns=1)
+            refs = list(training) + list(recording)
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            committed = [ref for ref in ready if ref in recording]
+            for ref, result in zip(committed, ray.get(committed)):
+                for i, outcome in zip(recording.pop(ref), _as_list(result)):
+                    outcomes[i] = outcome
+            trained = [ref for ref in ready if ref in training]
+            results = self._results(trained, training, archs)
+            finished = [(training[ref][0], result) for ref, result in zip(trained, results)]
+            for ref in trained:
+                del training[ref]
+            if finished:
+                t.commits += 1
+                commit = self.recorder.record.remote([(archs[i], result) for i, result in finished],
+                                                     self.replica, controller_version)
+                recording[commit] = [i for i, _ in finished]
         t3 = time.perf_counter()
 
         scored = self.controller.feedback(batch.actions, outcomes)
@@ -121,13 +139,15 @@ class ControllerReplica:
         t4 = time.perf_counter()
         if gradient is not None:
             seq = self.controller.next_seq()
-            receipts = ray.get([
-                shard.push.remote(self.name, seq, gradient[start:stop], version)
+            replies = ray.get([
+                shard.push_and_pull.remote(self.name, seq, gradient[start:stop].numpy(), version)
                 for shard, (start, stop), version in zip(self.shards, self.bounds, versions)])
+            receipts = [receipt for receipt, _, _ in replies]
+            self._pulled = [p for _, p, _ in replies], [v for _, _, v in replies]
             rows = [(self.replica, seq, s, versions[s], r.version, r.staleness, r.applied)
                     for s, r in enumerate(receipts)]
             staleness = max(r.staleness for r in receipts)
-            self.recorder.report_push.remote([x.child_id for x in scored], staleness, rows)
+            self._push_report = ([x.child_id for x in scored], staleness, rows)
         t5 = time.perf_counter()
         t.rounds += 1
         t.pull += t1 - t0
@@ -137,13 +157,30 @@ class ControllerReplica:
         t.push += t5 - t4
         return True
 
-    def _worker_lost(self, w: int, arch, controller_version: int, exc: Exception):
+    def _results(self, refs: list, training: dict, archs: list) -> list[ChildResult]:
+        """The results of finished children; a child whose worker died is a failed child."""
+        try:
+            return ray.get(refs)
+        except (RayActorError, RayTaskError):
+            pass
+        results = []
+        for ref in refs:  # only after a worker died: find which
+            try:
+                results.append(ray.get(ref))
+            except (RayActorError, RayTaskError) as exc:
+                i, w = training[ref]
+                results.append(self._worker_lost(w, archs[i], exc))
+        return results
+
+    def _worker_lost(self, w: int, arch, exc: Exception) -> ChildResult:
         """A child whose worker died is a failed child; the worker is replaced."""
         log.warning("replica %d: child worker %d lost while training %s: %s",
                     self.replica, w, arch.hash, type(exc).__name__)
         self.workers[w] = self._new_worker()
         self.timing.replaced_workers += 1
         now = time.time()
-        lost = ChildResult("failed", None, {}, f"worker lost: {type(exc).__name__}",
-                           worker_name(), now, now)
-        return ray.get(self.recorder.record.remote(arch, lost, self.replica, controller_version))
+        return ChildResult("failed", None, {}, f"worker lost: {type(exc).__name__}", worker_name(), now, now)
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]

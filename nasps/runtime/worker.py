@@ -1,0 +1,22 @@
+"""The child worker actor: builds its evaluator once and trains one child per call.
+
+The evaluator (and any dataset it loads) stays resident in the worker between children. This
+module imports nothing heavy itself, so a worker whose evaluator only looks results up starts
+fast and stays small; an evaluator that trains networks imports torch on its own.
+"""
+
+from __future__ import annotations
+
+import ray
+
+from nasps.evaluators import ChildResult, build_evaluator, run_child
+from nasps.spaces import Architecture
+
+
+@ray.remote
+class ChildWorker:
+    def __init__(self, evaluator_config):
+        self.evaluator = build_evaluator(evaluator_config)
+
+    def evaluate(self, arch: Architecture) -> ChildResult:
+        return run_child(self.evaluator, arch)
