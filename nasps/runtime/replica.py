@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 
 import ray
 import torch
@@ -20,7 +21,7 @@ from nasps.controller import Controller
 from nasps.evaluators import ChildResult
 from nasps.evaluators.base import worker_name
 from nasps.parameter_server import join_params
-from nasps.policies import build_policy
+from nasps.policies import SampledBatch, build_policy
 from nasps.runtime.worker import ChildWorker
 from nasps.spaces import build_space
 
@@ -40,6 +41,21 @@ class RoundTiming:
     replaced_workers: int = 0
     commits: int = 0  # calls that committed children (several children can share one)
     pushes: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One round's samples: the parameters they came from and what the ledger made of them."""
+
+    params: torch.Tensor
+    versions: list[int]
+    sampled: SampledBatch
+    archs: list
+    admissions: list
+
+    @property
+    def controller_version(self) -> int:
+        return min(self.versions)
 
 
 @ray.remote
@@ -72,17 +88,23 @@ class ControllerReplica:
         return True
 
     def run(self) -> RoundTiming:
-        while self.round():
-            pass
+        """Rounds until the ledger admits nothing more.
+
+        Each round: sample m (from the parameters the last push replied with, or a pull), have
+        the ledger admit them, train them, commit their rows, compute the gradient, push it.
+        """
+        batch = self._next_batch()
+        while batch is not None:
+            outcomes = self._train(batch)
+            self._learn(batch, outcomes)
+            self.timing.rounds += 1
+            batch = self._next_batch()
+        if self._push_report is not None:
+            ray.get(self.recorder.report_push.remote(*self._push_report))
         return self.timing
 
-    def round(self) -> bool:
-        """One pull-sample-train-push round. False when the ledger admits nothing more.
-
-        The pull is the reply of the previous round's push when there was one (the same
-        parameters a separate pull would get at that moment, one round trip fewer).
-        """
-        t = self.timing
+    def _next_batch(self) -> Optional[_Batch]:
+        """Sample m architectures and have them admitted; None when none is."""
         t0 = time.perf_counter()
         if self.controller.learns:
             if self._pulled is None:
@@ -93,69 +115,69 @@ class ControllerReplica:
             params = join_params(slices)
         else:
             params, versions = torch.zeros(0), [0]
-        controller_version = min(versions)
         t1 = time.perf_counter()
-        batch, archs = self.controller.sample(params)
+        sampled, archs = self.controller.sample(params)
         admissions = ray.get(self.recorder.admit.remote([a.hash for a in archs], self._push_report))
         self._push_report = None
-        t2 = time.perf_counter()
+        self.timing.pull += t1 - t0
+        self.timing.sample += time.perf_counter() - t1
         if all(a.kind == "drop" for a in admissions):
-            return False
+            return None
+        return _Batch(params, versions, sampled, archs, admissions)
 
+    def _train(self, batch: _Batch) -> list:
+        """Train the admitted children and commit each row as it finishes; their outcomes."""
+        t0 = time.perf_counter()
+        archs, version = batch.archs, batch.controller_version
         training = {}  # worker's result ref -> (index in batch, worker)
         recording = {}  # recorder's commit ref -> indices in batch
         runs = iter(range(len(self.workers)))
-        for i, (arch, admission) in enumerate(zip(archs, admissions)):
+        for i, (arch, admission) in enumerate(zip(archs, batch.admissions)):
             if admission.kind == "run":
                 w = next(runs)
                 training[self.workers[w].evaluate.remote(arch)] = (i, w)
             elif admission.kind in ("cached", "wait"):
-                recording[self.recorder.reuse.remote(arch, self.replica, controller_version)] = [i]
+                recording[self.recorder.reuse.remote(arch, self.replica, version)] = [i]
         outcomes = [None] * len(archs)
-        while training or recording:
+        while training:
             # Block for the first result, then take every other one that is already there, so
             # children that finish together are committed in one call and none waits for another.
-            ray.wait(list(training) + list(recording), num_returns=1)
-            refs = list(training) + list(recording)
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-            committed = [ref for ref in ready if ref in recording]
-            for ref, result in zip(committed, ray.get(committed)):
-                for i, outcome in zip(recording.pop(ref), _as_list(result)):
-                    outcomes[i] = outcome
-            trained = [ref for ref in ready if ref in training]
-            results = self._results(trained, training, archs)
-            finished = [(training[ref][0], result) for ref, result in zip(trained, results)]
-            for ref in trained:
-                del training[ref]
-            if finished:
-                t.commits += 1
-                commit = self.recorder.record.remote([(archs[i], result) for i, result in finished],
-                                                     self.replica, controller_version)
-                recording[commit] = [i for i, _ in finished]
-        t3 = time.perf_counter()
+            ray.wait(list(training), num_returns=1)
+            ready, _ = ray.wait(list(training), num_returns=len(training), timeout=0)
+            results = self._results(ready, training, archs)
+            finished = [(training.pop(ref)[0], result) for ref, result in zip(ready, results)]
+            self.timing.commits += 1
+            commit = self.recorder.record.remote([(archs[i], result) for i, result in finished],
+                                                 self.replica, version)
+            recording[commit] = [i for i, _ in finished]
+        # Rewards are used only once their rows are committed.
+        refs = list(recording)
+        for ref, result in zip(refs, ray.get(refs)):
+            for i, outcome in zip(recording[ref], _as_list(result)):
+                outcomes[i] = outcome
+        self.timing.children += time.perf_counter() - t0
+        return outcomes
 
-        scored = self.controller.feedback(batch.actions, outcomes)
-        gradient = self.controller.gradient(params, scored)
-        t4 = time.perf_counter()
+    def _learn(self, batch: _Batch, outcomes: list) -> None:
+        """The REINFORCE gradient of this batch at the parameters it was sampled from, pushed."""
+        t0 = time.perf_counter()
+        scored = self.controller.feedback(batch.sampled.actions, outcomes)
+        gradient = self.controller.gradient(batch.params, scored)
+        t1 = time.perf_counter()
         if gradient is not None:
             seq = self.controller.next_seq()
             replies = ray.get([
                 shard.push_and_pull.remote(self.name, seq, gradient[start:stop].numpy(), version)
-                for shard, (start, stop), version in zip(self.shards, self.bounds, versions)])
+                for shard, (start, stop), version in zip(self.shards, self.bounds, batch.versions)])
             receipts = [receipt for receipt, _, _ in replies]
+            # The reply is the shard after this push: the next sample needs no separate pull.
             self._pulled = [p for _, p, _ in replies], [v for _, _, v in replies]
-            rows = [(self.replica, seq, s, versions[s], r.version, r.staleness, r.applied)
+            rows = [(self.replica, seq, s, batch.versions[s], r.version, r.staleness, r.applied)
                     for s, r in enumerate(receipts)]
             staleness = max(r.staleness for r in receipts)
             self._push_report = ([x.child_id for x in scored], staleness, rows)
-        t5 = time.perf_counter()
-        t.rounds += 1
-        t.pull += t1 - t0
-        t.sample += t2 - t1
-        t.children += t3 - t2
-        t.gradient += t4 - t3
-        t.push += t5 - t4
-        return True
+        self.timing.gradient += t1 - t0
+        self.timing.push += time.perf_counter() - t1
 
     def _results(self, refs: list, training: dict, archs: list) -> list[ChildResult]:
         """The results of finished children; a child whose worker died is a failed child."""
