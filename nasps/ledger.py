@@ -76,8 +76,8 @@ class Ledger:
         """Decide, for each sampled architecture in order, what becomes of it."""
         decisions = []
         for arch_hash in hashes:
-            if self.progress.stop_reason == "interrupted":
-                decisions.append(Admission("drop"))
+            if self.progress.stop_reason in ("interrupted", "budget"):
+                decisions.append(Admission("drop"))  # the search is over: not even cached rows
                 continue
             if self.progress.samples >= self.sample_cap:
                 if self.progress.stop_reason is None:
