@@ -62,6 +62,7 @@ def main() -> None:
     os.environ["NASPS_BENCH_SLEEP"] = str(args.sleep)
     os.chdir(ROOT)
     import ray
+
     from nasps.runtime.driver import connect, run_search
     connect(None, {})
     print(f"orchestration benchmark: evaluator sleeps T = {args.sleep} s, S = 2, "

@@ -76,8 +76,8 @@ def _check_runnable(config, path: str) -> None:
 
 
 def _search(args) -> int:
-    from nasps.rundir import default_run_dir, prepare_run_dir
     from nasps.report import format_report, summarize
+    from nasps.rundir import default_run_dir, prepare_run_dir
 
     config = load_config(args.config, args.overrides)
     _check_runnable(config, args.config)

@@ -1,10 +1,11 @@
 """The config tree: every kind of bad input is named by its dotted key."""
 
+import dataclasses
+
 import pytest
 import yaml
 
-from nasps.config import (Config, apply_override, config_from_dict, config_to_dict, describe,
-                          dump_config, load_config)
+from nasps.config import Config, apply_override, config_from_dict, config_to_dict, describe, dump_config, load_config
 from nasps.errors import ConfigError
 from tests.conftest import TOY_SPACE, toy_config
 
@@ -31,7 +32,7 @@ def test_defaults_fill_in_and_values_are_typed():
     assert config.cluster.parameter_servers == 1 and config.budget.children == 100
     assert config.space.decisions[2].choices == (0.1, 0.5, 0.9)
     assert config.budget.sample_cap == 2000
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.seed = 3  # frozen
 
 

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from nasps.parameter_server import (AdamSettings, ParameterShard, join_params, shard_bounds,
-                                    split_params)
+from nasps.parameter_server import AdamSettings, ParameterShard, join_params, shard_bounds, split_params
 
 
 def test_shard_adam_equals_torch_adam():

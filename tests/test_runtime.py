@@ -1,10 +1,8 @@
 """The Ray runtime on a real local Ray: shards, replicas, workers, recorder."""
 
-import os
 import sqlite3
 
 import numpy as np
-import pytest
 import torch
 
 from nasps.controller import Controller
@@ -53,6 +51,7 @@ def test_distributed_search_stores_every_child_and_counts_pushes(ray_session, tm
 
 def test_retried_push_is_not_applied_twice_by_the_actor(ray_session):
     import ray
+
     from nasps.runtime.actors import ParameterServerShard
     shard = ParameterServerShard.options(num_cpus=0).remote(0, np.zeros(4, np.float32), AdamSettings(0.1))
     first = ray.get(shard.push.remote("7", 1, np.ones(4, np.float32), 0))
@@ -64,6 +63,7 @@ def test_retried_push_is_not_applied_twice_by_the_actor(ray_session):
 def test_sharded_update_equals_single_process_update(ray_session):
     """For the same parameters, samples and rewards, S shards end where one shard does."""
     import ray
+
     from nasps.runtime.actors import ParameterServerShard
     config = toy_config()
     space = build_space(config.space)

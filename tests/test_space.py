@@ -1,5 +1,6 @@
 """The categorical space: decode/encode, immutable JSON values, canonical hashes."""
 
+import dataclasses
 import itertools
 import json
 
@@ -49,7 +50,7 @@ def test_architecture_is_immutable_and_copies_out():
     value = arch.as_dict()
     value["a"] = 99
     assert arch.as_dict()["a"] == 0
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         arch.json_text = "{}"
 
 
