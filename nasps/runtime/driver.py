@@ -104,8 +104,10 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
         while pending:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_s)
             if pending:
-                log.info("starting actors: %d of %d replicas have all their workers",
-                         len(replicas) - len(pending), len(replicas))
+                log.info("starting actors: %d of %d replicas have all their workers (%d workers of "
+                         "%s CPU and %s GPU each; more than the cluster holds never start)",
+                         len(replicas) - len(pending), len(replicas), cluster.replicas *
+                         cluster.children_per_replica, cluster.cpus_per_child, cluster.gpus_per_child)
         ready_at = time.time()
         runs = [r.run.remote() for r in replicas]
         remaining = list(runs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import ray
@@ -40,7 +40,6 @@ class RoundTiming:
     push: float = 0.0
     replaced_workers: int = 0
     commits: int = 0  # calls that committed children (several children can share one)
-    pushes: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
