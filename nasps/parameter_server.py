@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -31,9 +32,10 @@ def split_params(flat: torch.Tensor, bounds: list[tuple[int, int]]) -> list[torc
 
 
 def join_params(slices: list) -> torch.Tensor:
-    """One flat float32 tensor from slices (tensors or arrays, copied: Ray's arrays are read-only)."""
-    return torch.cat([torch.as_tensor(s, dtype=torch.float32).clone() if isinstance(s, torch.Tensor)
-                      else torch.tensor(s, dtype=torch.float32) for s in slices]) if slices else torch.zeros(0)
+    """One flat float32 tensor that owns its data, from tensors or (read-only) numpy arrays."""
+    if not slices:
+        return torch.zeros(0)
+    return torch.from_numpy(np.concatenate([np.asarray(s, dtype=np.float32) for s in slices]))
 
 
 @dataclass(frozen=True)

@@ -72,10 +72,6 @@ class Recorder:
             self._wake(arch.hash)
         return outcomes
 
-    async def release(self, arch: Architecture) -> None:
-        self.ledger.release(arch)
-        self._wake(arch.hash)
-
     async def reuse(self, arch: Architecture, replica: int, controller_version: int) -> Optional[Outcome]:
         """Commit a cached child once its identical twin has finished; None if the twin never will."""
         while self.ledger.finished(arch.hash) is None:

@@ -129,14 +129,15 @@ class ControllerReplica:
         t0 = time.perf_counter()
         archs, version = batch.archs, batch.controller_version
         training = {}  # worker's result ref -> (index in batch, worker)
-        recording = {}  # recorder's commit ref -> indices in batch
+        recording = {}  # recorder's commit ref -> indices in batch (a list of outcomes)
+        reusing = {}  # recorder's ref of a cached row -> index in batch (one outcome)
         runs = iter(range(len(self.workers)))
         for i, (arch, admission) in enumerate(zip(archs, batch.admissions)):
             if admission.kind == "run":
                 w = next(runs)
                 training[self.workers[w].evaluate.remote(arch)] = (i, w)
             elif admission.kind in ("cached", "wait"):
-                recording[self.recorder.reuse.remote(arch, self.replica, version)] = [i]
+                reusing[self.recorder.reuse.remote(arch, self.replica, version)] = i
         outcomes = [None] * len(archs)
         while training:
             # Block for the first result, then take every other one that is already there, so
@@ -150,10 +151,13 @@ class ControllerReplica:
                                                  self.replica, version)
             recording[commit] = [i for i, _ in finished]
         # Rewards are used only once their rows are committed.
-        refs = list(recording)
-        for ref, result in zip(refs, ray.get(refs)):
-            for i, outcome in zip(recording[ref], _as_list(result)):
+        values = ray.get(list(recording) + list(reusing))
+        committed, reused = values[:len(recording)], values[len(recording):]
+        for indices, batch_outcomes in zip(recording.values(), committed):
+            for i, outcome in zip(indices, batch_outcomes):
                 outcomes[i] = outcome
+        for i, outcome in zip(reusing.values(), reused):
+            outcomes[i] = outcome
         self.timing.children += time.perf_counter() - t0
         return outcomes
 
@@ -202,6 +206,3 @@ class ControllerReplica:
         now = time.time()
         return ChildResult("failed", None, {}, f"worker lost: {type(exc).__name__}", worker_name(), now, now)
 
-
-def _as_list(value) -> list:
-    return value if isinstance(value, list) else [value]
