@@ -81,7 +81,104 @@ class CategoricalSpaceConfig:
                 raise ConfigError(f"{key}.decisions: the name {name!r} is used twice")
 
 
-SpaceConfig = CategoricalSpaceConfig
+def _check_choices(key: str, values: Sequence[Any], allowed: Sequence[Any] = (), minimum: int = 1) -> None:
+    """A list of choices: no repeats, each allowed (when ``allowed`` is given) or >= ``minimum``."""
+    for i, value in enumerate(values):
+        if values.index(value) != i:
+            raise ConfigError(f"{key}: {value!r} is listed twice")
+        if allowed and value not in allowed:
+            raise ConfigError(f"{key}[{i}]: must be one of {', '.join(map(str, allowed))}; got {value!r}")
+        if not allowed and value < minimum:
+            raise ConfigError(f"{key}[{i}]: must be >= {minimum}, got {value}")
+
+
+def _check_hyperparameters(key: str, decisions: Sequence[DecisionConfig]) -> None:
+    names = [d.name for d in decisions]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"{key}: the name {name!r} is used twice")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CurriculumConfig:
+    """The depth curriculum: children start shallow and grow as the search goes on."""
+
+    start_depth: int = option(6, "layers of the first children", min=1)
+    add_layers: int = option(2, "layers added at each step (0 = the depth never changes)", min=0)
+    every_children: int = option(
+        1600, "children sampled, all replicas together, between two steps", min=1)
+    max_depth: int = option(24, "the depth stops growing here", min=1)
+
+    def check(self, key: str) -> None:
+        if self.start_depth > self.max_depth:
+            raise ConfigError(f"{key}.start_depth: {self.start_depth} is above max_depth {self.max_depth}")
+
+    def depth_at(self, samples: int) -> int:
+        steps = samples // self.every_children
+        return min(self.max_depth, self.start_depth + steps * self.add_layers)
+
+
+CONV_LAYER_TYPES = ("conv", "max_pool", "avg_pool")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvSpaceConfig:
+    """The paper's convolutional networks: per layer a filter size, filter count, stride and
+    (with anchors) which earlier layers feed it. A list of one value fixes that value."""
+
+    type: Literal["conv"] = option("conv", "search space type")
+    filter_heights: tuple[int, ...] = option((1, 3, 5, 7), "filter heights a layer may take", min_items=1)
+    filter_widths: tuple[int, ...] = option((1, 3, 5, 7), "filter widths a layer may take", min_items=1)
+    num_filters: tuple[int, ...] = option((24, 36, 48, 64), "output channels a conv layer may take",
+                                          min_items=1)
+    strides: tuple[int, ...] = option((1,), "strides a layer may take; [1] fixes it, [1, 2, 3] predicts it",
+                                      min_items=1)
+    layer_types: tuple[str, ...] = option(
+        ("conv",), "layer types: conv, max_pool, avg_pool (pooling keeps its input's channels)",
+        min_items=1)
+    skip_connections: bool = option(
+        True, "anchor points: each layer picks which earlier layers feed it (else a plain chain)")
+    hyperparameters: tuple[DecisionConfig, ...] = option(
+        (), "decisions made once per child, e.g. {name: learning_rate, choices: [0.1, 0.05]}")
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig,
+                                         metadata={"doc": "the depth curriculum"})
+
+    def check(self, key: str) -> None:
+        for name in ("filter_heights", "filter_widths", "num_filters", "strides"):
+            _check_choices(f"{key}.{name}", getattr(self, name))
+        _check_choices(f"{key}.layer_types", self.layer_types, CONV_LAYER_TYPES)
+        _check_hyperparameters(f"{key}.hyperparameters", self.hyperparameters)
+
+
+RNN_COMBINATIONS = ("add", "elem_mult", "max")
+RNN_ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "sin")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RnnCellSpaceConfig:
+    """The paper's recurrent cell: a binary tree of `base` leaves over (x_t, h_{t-1}), each node
+    a combination and an activation, with c_{t-1} injected into one node and c_t taken from one."""
+
+    type: Literal["rnn_cell"] = option("rnn_cell", "search space type")
+    base: int = option(8, "leaves of the tree: 2, 4, 8 or 16 (the paper's cells have 8)")
+    combinations: tuple[str, ...] = option(
+        ("add", "elem_mult"), "how a node joins its two inputs: add, elem_mult, max", min_items=1)
+    activations: tuple[str, ...] = option(
+        ("identity", "tanh", "sigmoid", "relu"), "a node's activation: identity, tanh, sigmoid, relu, sin",
+        min_items=1)
+    hyperparameters: tuple[DecisionConfig, ...] = option(
+        (), "decisions made once per child, e.g. {name: learning_rate, choices: [20, 10]}")
+
+    def check(self, key: str) -> None:
+        if self.base not in (2, 4, 8, 16):
+            raise ConfigError(f"{key}.base: must be one of 2, 4, 8, 16; got {self.base}")
+        _check_choices(f"{key}.combinations", self.combinations, RNN_COMBINATIONS)
+        _check_choices(f"{key}.activations", self.activations, RNN_ACTIVATIONS)
+        _check_hyperparameters(f"{key}.hyperparameters", self.hyperparameters)
+
+
+# A tagged union: a section without a `type` key is the first of these.
+SpaceConfig = Union[CategoricalSpaceConfig, ConvSpaceConfig, RnnCellSpaceConfig]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,13 +189,29 @@ class RandomStrategyConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LSTMPolicyConfig:
+    """The paper's controller: an LSTM that emits one decision per step (section 3.1)."""
+
+    hidden_size: int = option(35, "hidden units per LSTM layer (also the embedding size)", min=1)
+    num_layers: int = option(2, "stacked LSTM layers", min=1)
+    init_range: float = option(0.08, "parameters start uniform in [-init_range, init_range]", above=0.0)
+    temperature: Union[float, None] = option(
+        None, "logits are divided by this before sampling (null = off)", above=0.0)
+    tanh_constant: Union[float, None] = option(
+        None, "logits become C*tanh(logits), bounding them to [-C, C] (null = off)", above=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReinforceStrategyConfig:
     """REINFORCE with an exponential-moving-average baseline (Zoph & Le 2017, section 3.2)."""
 
     type: Literal["reinforce"] = option("reinforce", "search strategy type")
-    policy: Literal["factorized"] = option(
-        "factorized", "the policy: factorized (one logit vector per decision)")
-    learning_rate: float = option(0.05, "Adam learning rate of the policy", above=0.0)
+    policy: Literal["factorized", "lstm"] = option(
+        "factorized", "the policy: factorized (one logit vector per decision) or lstm (the paper's)")
+    lstm: LSTMPolicyConfig = field(default_factory=LSTMPolicyConfig,
+                                   metadata={"doc": "the LSTM controller (policy: lstm)"})
+    learning_rate: Union[float, None] = option(
+        None, "Adam learning rate; null = the policy's default (factorized 0.05, lstm 6e-4)", above=0.0)
     adam_betas: tuple[float, float] = option((0.9, 0.999), "Adam's (beta1, beta2)")
     baseline_decay: float = option(
         0.95, "decay of the reward moving average b: b <- decay*b + (1-decay)*R", min=0.0, below=1.0)
@@ -115,6 +228,12 @@ class ReinforceStrategyConfig:
                 raise ConfigError(f"{key}.adam_betas[{i}]: must be in [0, 1), got {beta}")
         if self.failure_reward is not None and not math.isfinite(self.failure_reward):
             raise ConfigError(f"{key}.failure_reward: must be a finite number or null")
+
+    @property
+    def effective_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 6e-4 if self.policy == "lstm" else 0.05
 
 
 # A tagged union: the first type is the one a section without a `type` key gets.

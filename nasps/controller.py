@@ -47,8 +47,11 @@ class Controller:
     def learns(self) -> bool:
         return self.policy.learns
 
-    def sample(self, params: torch.Tensor) -> tuple[SampledBatch, list[Architecture]]:
-        batch = self.policy.sample(params, self.m, self.generator)
+    def sample(self, params: torch.Tensor, samples: int = 0) -> tuple[SampledBatch, list[Architecture]]:
+        """m architectures; ``samples`` (children sampled so far, all replicas together) sets
+        the depth in force when the space has a curriculum."""
+        length = len(self.space.decisions(self.space.depth_at(samples)))
+        batch = self.policy.sample(params, self.m, self.generator, length)
         return batch, [self.space.decode(a) for a in batch.actions]
 
     def feedback(self, actions: Sequence[tuple[int, ...]], outcomes: Sequence[Optional[Outcome]]) -> list[Scored]:

@@ -111,7 +111,7 @@ class Ledger:
             arch_json=arch.json_text, arch_hash=arch.hash, status=result.status, reward=result.reward,
             metrics=result.metrics, error=result.error, cached_from=None, replica=replica,
             controller_version=controller_version, worker=result.worker,
-            started_at=result.started_at, finished_at=result.finished_at)
+            started_at=result.started_at, finished_at=result.finished_at, depth=arch.depth)
         self._in_flight[arch.hash] -= 1
         self.progress.in_flight -= 1
         outcome = Outcome(row_id, result.status, result.reward, cached=False, error=result.error)
@@ -139,7 +139,8 @@ class Ledger:
         row_id = self.store.add_child(
             arch_json=arch.json_text, arch_hash=arch.hash, status=origin.status, reward=origin.reward,
             metrics=metrics, error=origin.error, cached_from=origin.id, replica=replica,
-            controller_version=controller_version, worker=None, started_at=now, finished_at=now)
+            controller_version=controller_version, worker=None, started_at=now, finished_at=now,
+            depth=arch.depth)
         outcome = Outcome(row_id, origin.status, origin.reward, cached=True, error=origin.error)
         self._note(arch.hash, outcome)
         return outcome

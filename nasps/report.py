@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from nasps.errors import UserInputError
+from nasps.spaces import describe
 from nasps.store import STORE_NAME, ChildRow, ResultsStore
 
 
@@ -65,8 +66,9 @@ def format_report(report: RunReport) -> str:
         lines.append(f"top {len(report.top)} architectures:")
         lines.append(f"{'rank':>4}  {'id':>5}  {'reward':>10}  {'time_s':>7}  architecture")
         for rank, r in enumerate(report.top, 1):
-            arch = ", ".join(f"{k}={v}" for k, v in r.arch.items())
-            lines.append(f"{rank:>4}  {r.id:>5}  {r.reward:>10.5g}  {r.duration_s or 0:>7.2f}  {arch}")
+            first, *more = describe(r.arch)
+            lines.append(f"{rank:>4}  {r.id:>5}  {r.reward:>10.5g}  {r.duration_s or 0:>7.2f}  {first}")
+            lines.extend(" " * 36 + line for line in more)
     else:
         lines.append("no child finished with status ok yet")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ from nasps.spaces import build_space
 
 
 def adam_settings(strategy) -> AdamSettings:
-    lr = getattr(strategy, "learning_rate", 0.0)
+    lr = getattr(strategy, "effective_learning_rate", 0.0)
     beta1, beta2 = getattr(strategy, "adam_betas", (0.9, 0.999))
     return AdamSettings(learning_rate=lr, beta1=beta1, beta2=beta2)
 
@@ -36,7 +36,7 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
     try:
         while not ledger.done:
             params, version = shard.pull()
-            batch, archs = controller.sample(params)
+            batch, archs = controller.sample(params, ledger.progress.samples)
             admissions = ledger.admit([a.hash for a in archs])
             outcomes = [None] * len(archs)
             # Trained children first, so a repeat within the batch can reuse their result.

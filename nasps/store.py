@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS children (
     worker             TEXT,
     started_at         REAL,
     finished_at        REAL,
-    duration_s         REAL
+    duration_s         REAL,
+    depth              INTEGER               -- layers in force when sampled (depth curriculum)
 );
 CREATE INDEX IF NOT EXISTS children_by_hash ON children(arch_hash);
 CREATE TABLE IF NOT EXISTS pushes (
@@ -73,6 +74,7 @@ class ChildRow:
     started_at: Optional[float]
     finished_at: Optional[float]
     duration_s: Optional[float]
+    depth: Optional[int] = None
 
 
 class ResultsStore:
@@ -113,17 +115,18 @@ class ResultsStore:
     def add_child(self, *, arch_json: str, arch_hash: str, status: str, reward: Optional[float],
                   metrics: Mapping[str, Any], error: Optional[str], cached_from: Optional[int],
                   replica: Optional[int], controller_version: Optional[int], worker: Optional[str],
-                  started_at: Optional[float], finished_at: Optional[float]) -> int:
+                  started_at: Optional[float], finished_at: Optional[float],
+                  depth: Optional[int] = None) -> int:
         """Insert one finished child and commit; returns its id."""
         duration = (finished_at - started_at) if started_at is not None and finished_at is not None else None
         with self._transaction():
             cursor = self._db.execute(
                 "INSERT INTO children(arch, arch_hash, reward, status, cached, cached_from, metrics,"
-                " error, replica, controller_version, worker, started_at, finished_at, duration_s)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " error, replica, controller_version, worker, started_at, finished_at, duration_s, depth)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (arch_json, arch_hash, reward, status, int(cached_from is not None), cached_from,
                  json.dumps(dict(metrics)), error, replica, controller_version, worker,
-                 started_at, finished_at, duration))
+                 started_at, finished_at, duration, depth))
         return int(cursor.lastrowid)
 
     def set_staleness(self, child_ids: Sequence[int], staleness: int) -> None:
@@ -177,7 +180,7 @@ class _Transaction:
 
 def _row(r: tuple) -> ChildRow:
     (id_, arch, arch_hash, reward, status, cached, _cached_from, metrics, error, replica,
-     controller_version, staleness, worker, started_at, finished_at, duration_s) = r
+     controller_version, staleness, worker, started_at, finished_at, duration_s, depth) = r
     return ChildRow(id_, json.loads(arch), arch_hash, reward, status, bool(cached), json.loads(metrics),
                     error, replica, controller_version, staleness, worker, started_at, finished_at,
-                    duration_s)
+                    duration_s, depth)

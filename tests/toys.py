@@ -39,3 +39,14 @@ def crash_on_a0(arch: dict) -> float:
     if arch["a"] == 0:
         os._exit(1)
     return match_fraction(arch)
+
+
+def conv_toy(arch: dict) -> float:
+    """A conv architecture's score: how many layers use 3-high filters and take skip inputs."""
+    layers = arch["layers"]
+    return sum(0.5 * (layer["filter_height"] == 3) + 0.5 * bool(layer["inputs"]) for layer in layers) / len(layers)
+
+
+def cell_toy(arch: dict) -> float:
+    """An rnn_cell architecture's score: the fraction of its nodes that use tanh."""
+    return sum(node["activation"] == "tanh" for node in arch["nodes"]) / len(arch["nodes"])

@@ -5,6 +5,7 @@ from typing import Sequence
 from nasps.config import RandomStrategyConfig, ReinforceStrategyConfig
 from nasps.policies.base import Policy, SampledBatch
 from nasps.policies.factorized import FactorizedPolicy
+from nasps.policies.lstm import LSTMPolicy
 from nasps.policies.uniform import UniformPolicy
 from nasps.spaces import Decision
 
@@ -14,7 +15,9 @@ def build_policy(strategy, decisions: Sequence[Decision]) -> Policy:
         return UniformPolicy(decisions)
     if isinstance(strategy, ReinforceStrategyConfig) and strategy.policy == "factorized":
         return FactorizedPolicy(decisions)
+    if isinstance(strategy, ReinforceStrategyConfig) and strategy.policy == "lstm":
+        return LSTMPolicy(decisions, strategy.lstm)
     raise TypeError(f"no policy for {strategy!r}")
 
 
-__all__ = ["Policy", "SampledBatch", "FactorizedPolicy", "UniformPolicy", "build_policy"]
+__all__ = ["Policy", "SampledBatch", "FactorizedPolicy", "LSTMPolicy", "UniformPolicy", "build_policy"]

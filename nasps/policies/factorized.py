@@ -7,11 +7,11 @@ scoring are a handful of tensor operations whatever the number of decisions.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
-from nasps.policies.base import SampledBatch
+from nasps.policies.base import SampledBatch, score_by_length
 from nasps.spaces import Decision
 
 
@@ -38,10 +38,12 @@ class FactorizedPolicy:
         padded = torch.cat([params, params.new_full((1,), float("-inf"))])[self._index]
         return torch.log_softmax(padded, dim=1)
 
-    def sample(self, params: torch.Tensor, m: int, generator: torch.Generator) -> SampledBatch:
+    def sample(self, params: torch.Tensor, m: int, generator: torch.Generator,
+               length: Optional[int] = None) -> SampledBatch:
+        n = len(self.sizes) if length is None else length
         with torch.no_grad():
-            logp = self._log_probs_matrix(params)
-            if len(self.sizes):
+            logp = self._log_probs_matrix(params)[:n]
+            if n:
                 actions = torch.multinomial(logp.exp(), m, replacement=True, generator=generator).T
             else:
                 actions = torch.zeros(m, 0, dtype=torch.long)
@@ -51,11 +53,12 @@ class FactorizedPolicy:
 
     def log_probs(self, params: torch.Tensor,
                   actions: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        actions = torch.as_tensor(actions, dtype=torch.long).reshape(-1, len(self.sizes))
-        return self._score(self._log_probs_matrix(params), actions)
+        logp = self._log_probs_matrix(params)
+        return score_by_length(actions, lambda rows: self._score(logp[:rows.shape[1]], rows))
 
     def _score(self, logp: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_prob = logp[self._rows, actions].sum(dim=1)  # (m,)
+        """log P of each row of actions under the first len(row) decisions, and their entropy."""
+        log_prob = logp[self._rows[:actions.shape[1]], actions].sum(dim=1)  # (m,)
         p = logp.exp()
         entropy = -(p * logp.masked_fill(p == 0, 0.0)).sum()
         return log_prob, entropy.expand(actions.shape[0])

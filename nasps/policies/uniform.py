@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -17,17 +17,22 @@ class UniformPolicy:
 
     def __init__(self, decisions: Sequence[Decision]):
         self.sizes = [d.num_choices for d in decisions]
-        self._log_prob = -sum(math.log(n) for n in self.sizes)
 
     def initial_params(self, seed: int) -> torch.Tensor:
         return torch.zeros(0, dtype=torch.float32)
 
-    def sample(self, params: torch.Tensor, m: int, generator: torch.Generator) -> SampledBatch:
-        columns = [torch.randint(n, (m,), generator=generator) for n in self.sizes]
+    def _log_prob(self, length: int) -> float:
+        return -sum(math.log(n) for n in self.sizes[:length])
+
+    def sample(self, params: torch.Tensor, m: int, generator: torch.Generator,
+               length: Optional[int] = None) -> SampledBatch:
+        sizes = self.sizes if length is None else self.sizes[:length]
+        columns = [torch.randint(n, (m,), generator=generator) for n in sizes]
         actions = tuple(tuple(int(c[k]) for c in columns) for k in range(m))
-        return SampledBatch(actions, (self._log_prob,) * m, (-self._log_prob,) * m)
+        log_prob = self._log_prob(len(sizes))
+        return SampledBatch(actions, (log_prob,) * m, (-log_prob,) * m)
 
     def log_probs(self, params: torch.Tensor,
                   actions: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        m = len(actions)
-        return torch.full((m,), self._log_prob), torch.full((m,), -self._log_prob)
+        log_prob = torch.tensor([self._log_prob(len(a)) for a in actions])
+        return log_prob, -log_prob

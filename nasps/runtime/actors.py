@@ -56,12 +56,14 @@ class Recorder:
         self.ledger = Ledger(ResultsStore(Path(store_path)), budget_children, sample_cap)
         self._changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
-    async def admit(self, hashes: list[str], push_report: Optional[tuple] = None) -> list[Admission]:
+    async def admit(self, hashes: list[str],
+                    push_report: Optional[tuple] = None) -> tuple[list[Admission], int]:
         """Admit a replica's new samples; ``push_report`` is its previous round's push, if any
-        (carried here to save the replica one call per round)."""
+        (carried here to save the replica one call per round). Also returns how many children
+        all replicas have sampled, which sets the depth of the replica's next round."""
         if push_report is not None:
             await self.report_push(*push_report)
-        return self.ledger.admit(hashes)
+        return self.ledger.admit(hashes), self.ledger.progress.samples
 
     async def record(self, children: list[tuple[Architecture, ChildResult]], replica: int,
                      controller_version: int) -> list[Outcome]:

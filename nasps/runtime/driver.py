@@ -40,6 +40,7 @@ class SearchSummary:
     timings: list[RoundTiming]
     shard_versions: list[int]
     params: torch.Tensor  # the policy's final flat parameter vector, joined from the shards
+    shard_states: list[dict]  # each shard's final state: parameters, Adam moments, version
     ready_at: float  # when every actor was up and the replicas started their first round
 
 
@@ -124,7 +125,7 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
             ray.kill(r)
         timings, ready_at = [], time.time()
     progress = ray.get(recorder.progress.remote())
-    pulled = ray.get([s.pull.remote() for s in shards])
+    states = ray.get([s.state_dict.remote() for s in shards])
     ray.get(recorder.close.remote())
-    return SearchSummary(progress, time.time() - started, timings, [v for _, v in pulled],
-                         join_params([p for p, _ in pulled]), ready_at)
+    return SearchSummary(progress, time.time() - started, timings, [s["version"] for s in states],
+                         join_params([s["params"] for s in states]), states, ready_at)

@@ -77,6 +77,7 @@ class ControllerReplica:
         self.timing = RoundTiming()
         self._pulled = None  # (slices, versions) that the last push replied with
         self._push_report = None  # the last push, for the recorder, sent with the next admit
+        self._samples = 0  # children sampled by all replicas, as of this replica's last admit
 
     def _new_worker(self):
         return ChildWorker.options(**self.worker_options).remote(self.config.evaluator)
@@ -115,8 +116,9 @@ class ControllerReplica:
         else:
             params, versions = torch.zeros(0), [0]
         t1 = time.perf_counter()
-        sampled, archs = self.controller.sample(params)
-        admissions = ray.get(self.recorder.admit.remote([a.hash for a in archs], self._push_report))
+        sampled, archs = self.controller.sample(params, self._samples)
+        admissions, self._samples = ray.get(
+            self.recorder.admit.remote([a.hash for a in archs], self._push_report))
         self._push_report = None
         self.timing.pull += t1 - t0
         self.timing.sample += time.perf_counter() - t1

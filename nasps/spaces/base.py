@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -20,11 +20,21 @@ class Decision:
 
     ``kind`` groups decisions that mean the same thing (all filter heights, say), so a policy may
     share one output head between them; the policy never learns what the choices stand for.
+
+    Spaces made of layers say which layer a decision belongs to. A skip connection is a
+    two-choice decision of kind ``ANCHOR``: does layer ``source`` (earlier) feed ``layer``? The
+    LSTM policy answers it by attention between the two layers' anchor states; other policies
+    treat it as any other yes/no decision.
     """
 
     name: str
     num_choices: int
     kind: str
+    layer: Optional[int] = None
+    source: Optional[int] = None
+
+
+ANCHOR = "anchor"
 
 
 def canonical_json(value: Any) -> str:
@@ -43,10 +53,12 @@ class Architecture:
 
     space: str
     json_text: str
+    # Layers of a space with a depth curriculum (the depth in force when it was sampled).
+    depth: Optional[int] = field(default=None, compare=False)
 
     @classmethod
-    def from_value(cls, space: str, value: Mapping[str, Any]) -> "Architecture":
-        return cls(space, canonical_json(value))
+    def from_value(cls, space: str, value: Mapping[str, Any], depth: Optional[int] = None) -> "Architecture":
+        return cls(space, canonical_json(value), depth)
 
     def as_dict(self) -> dict[str, Any]:
         return json.loads(self.json_text)
@@ -59,12 +71,20 @@ class Architecture:
 
 
 class SearchSpace(Protocol):
-    """Decisions in, architecture out."""
+    """Decisions in, architecture out.
+
+    A space with a depth curriculum grows over the search. ``decisions(depth)`` at a smaller
+    depth is a prefix of the decisions at a larger one, so a policy built for the largest depth
+    samples any smaller one by stopping early.
+    """
 
     type_name: str
 
-    def decisions(self) -> Sequence[Decision]:
-        """The decisions the policy makes for one architecture, in order."""
+    def decisions(self, depth: Optional[int] = None) -> Sequence[Decision]:
+        """The decisions the policy makes for one architecture, in order (largest depth if None)."""
+
+    def depth_at(self, samples: int) -> Optional[int]:
+        """The depth in force once ``samples`` children have been sampled (None: no curriculum)."""
 
     def decode(self, actions: Sequence[int]) -> Architecture:
         """Turn one choice index per decision into an architecture (validated)."""

@@ -5,7 +5,7 @@ Example, the NAS-Bench-201 cell: six decisions (one per edge), each one of five 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from nasps.config import CategoricalSpaceConfig
 from nasps.spaces.base import Architecture, Decision
@@ -20,8 +20,11 @@ class CategoricalSpace:
         self._decisions = tuple(
             Decision(name, len(choices), kind=name) for name, choices in zip(self._names, self._choices))
 
-    def decisions(self) -> Sequence[Decision]:
+    def decisions(self, depth: Optional[int] = None) -> Sequence[Decision]:
         return self._decisions
+
+    def depth_at(self, samples: int) -> Optional[int]:
+        return None
 
     @property
     def size(self) -> int:
