@@ -21,6 +21,7 @@ test: install
 
 bench: install
 	$(BIN)/python bench/orchestration.py
+	$(BIN)/python bench/controller.py
 	$(BIN)/python bench/nb201/run.py
 
 lint: install
