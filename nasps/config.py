@@ -219,6 +219,8 @@ class ReinforceStrategyConfig:
         0.0, "weight of the policy-entropy bonus added to the objective (0 = off)", min=0.0)
     normalize_advantages: bool = option(
         False, "divide each batch's advantages R-b by their standard deviation")
+    learn_from_repeats: bool = option(
+        True, "architectures sampled again (cached rows) enter the gradient like new ones")
     failure_reward: Union[float, None] = option(
         None, "reward given to failed or diverged children; null leaves them out of the gradient")
 

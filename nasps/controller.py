@@ -58,12 +58,14 @@ class Controller:
         """The (actions, reward) pairs that enter the gradient.
 
         A child that did not finish ``ok`` enters with ``strategy.failure_reward``, or not at all
-        when that is null (the default).
+        when that is null (the default). A repeat of an architecture already trained (a cached
+        row) enters unless ``strategy.learn_from_repeats`` is false.
         """
         failure_reward = getattr(self.strategy, "failure_reward", None)
+        repeats = getattr(self.strategy, "learn_from_repeats", True)
         scored = []
         for a, outcome in zip(actions, outcomes):
-            if outcome is None:
+            if outcome is None or (outcome.cached and not repeats):
                 continue
             if outcome.status == "ok" and outcome.reward is not None:
                 scored.append(Scored(tuple(a), outcome.reward, outcome.id))

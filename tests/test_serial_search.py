@@ -84,3 +84,20 @@ def test_failure_reward_feeds_failures_into_the_gradient(tmp_path):
     store = ResultsStore(tmp_path / "feed" / "results.sqlite")
     assert feeding.version == store.count() > store.count("status = 'ok'")
     store.close()
+
+
+@pytest.mark.parametrize("repeats", [True, False])
+def test_repeats_feed_the_gradient_only_when_asked(tmp_path, repeats):
+    """A cached row is a real sample of the policy; with learn_from_repeats off it is kept out of
+    the gradient (its staleness stays null, and no push is made for it)."""
+    strategy = {"type": "reinforce", "learning_rate": 0.3, "learn_from_repeats": repeats}
+    config = toy_config(strategy=strategy, budget={"children": 40, "max_samples": 150})
+    _, shard = run_serial(config, tmp_path / "run")
+    store = ResultsStore(tmp_path / "run" / "results.sqlite")
+    rows = store.children()
+    store.close()
+    cached = [r for r in rows if r.cached]
+    assert len(cached) > 20  # the policy converges and repeats itself
+    assert all((r.staleness is not None) == repeats for r in cached)
+    assert all(r.staleness is not None for r in rows if not r.cached)
+    assert shard.version == (len(rows) if repeats else len(rows) - len(cached))  # m = 1
