@@ -11,7 +11,6 @@ parameter vector, the kind heads and the anchor attention cost over the bare rec
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,14 +29,15 @@ M = 8
 DEPTHS = (6, 12, 24)
 
 
-def median_ms(fn, repeats: int) -> float:
+def best_ms(fn, repeats: int) -> float:
+    """The fastest of ``repeats`` runs: the least disturbed by whatever else the machine does."""
     fn()  # warm up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * min(times)
 
 
 def plain_loop(steps: int, hidden: int, generator: torch.Generator):
@@ -78,7 +78,7 @@ def main() -> None:
     params = policy.initial_params(0)
     generator = torch.Generator().manual_seed(0)
     print(f"LSTM controller ({policy.num_params} parameters), m = {M}, conv space with anchors, "
-          f"{args.threads} thread(s); median of {args.repeats}; ratio = nasps / plain PyTorch loop")
+          f"{args.threads} thread(s); best of {args.repeats}; ratio = nasps / plain PyTorch loop")
     print(f"{'layers':>6} {'decisions':>9} {'steps':>5}  {'sample ms':>9} {'ratio':>5}  "
           f"{'gradient ms':>11} {'ratio':>5}")
     for depth in DEPTHS:
@@ -90,12 +90,12 @@ def measure(space, policy, params, generator, depth: int, hidden: int, repeats: 
     steps = len(policy.program(length))
     batch = policy.sample(params, M, generator, length)
     rewards = [0.1 * k for k in range(M)]
-    sample_ms = median_ms(lambda: policy.sample(params, M, generator, length), repeats)
-    gradient_ms = median_ms(lambda: policy_gradient(policy, params, batch.actions, rewards, 0.3,
+    sample_ms = best_ms(lambda: policy.sample(params, M, generator, length), repeats)
+    gradient_ms = best_ms(lambda: policy_gradient(policy, params, batch.actions, rewards, 0.3,
                                                     baseline_decay=0.95), repeats)
     reference = plain_loop(steps, hidden, generator)
-    plain_sample = median_ms(lambda: reference(False), repeats)
-    plain_gradient = median_ms(lambda: reference(True), repeats)
+    plain_sample = best_ms(lambda: reference(False), repeats)
+    plain_gradient = best_ms(lambda: reference(True), repeats)
     print(f"{depth:>6} {length:>9} {steps:>5}  {sample_ms:>9.1f} {sample_ms / plain_sample:>5.2f}  "
           f"{gradient_ms:>11.1f} {gradient_ms / plain_gradient:>5.2f}", flush=True)
 

@@ -91,7 +91,7 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
     policy = build_policy(config.strategy, space.decisions())
     bounds = shard_bounds(policy.num_params, cluster.parameter_servers if policy.learns else 1)
     initial = [p.numpy() for p in split_params(policy.initial_params(config.seed), bounds)]
-    adam = adam_settings(config.strategy)
+    adam = adam_settings(config)
     shards = [ParameterServerShard.options(num_cpus=0).remote(i, p, adam)
               for i, p in enumerate(initial)] if policy.learns else []
 
@@ -102,9 +102,11 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
         # Start every replica's loop only once all K*m workers exist, so no replica races ahead
         # while others are still starting (starting a worker process can take seconds).
         pending = [r.ready.remote() for r in replicas]
+        said_at = time.time()
         while pending:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_s)
-            if pending:
+            if pending and time.time() - said_at >= 5.0:  # say it now and then, not every poll
+                said_at = time.time()
                 log.info("starting actors: %d of %d replicas have all their workers (%d workers of "
                          "%s CPU and %s GPU each; more than the cluster holds never start)",
                          len(replicas) - len(pending), len(replicas), cluster.replicas *
