@@ -65,14 +65,18 @@ def _validate(args) -> int:
 
 
 def _check_runnable(config, path: str) -> None:
-    """Checks that need more than the config's own text: the evaluator must import."""
-    from nasps.config import PythonEvaluatorConfig
-    from nasps.evaluators.python import resolve_target
-    if isinstance(config.evaluator, PythonEvaluatorConfig):
-        try:
+    """Checks that need more than the config's own text: the evaluator must import, the
+    dataset must be there."""
+    from nasps.config import ImageClassificationEvaluatorConfig, PythonEvaluatorConfig
+    try:
+        if isinstance(config.evaluator, PythonEvaluatorConfig):
+            from nasps.evaluators.python import resolve_target
             resolve_target(config.evaluator.target)
-        except UserInputError as exc:
-            raise UserInputError(f"{path}: {exc}") from None
+        elif isinstance(config.evaluator, ImageClassificationEvaluatorConfig):
+            from nasps.data.images import check_available
+            check_available(config.evaluator.dataset)
+    except UserInputError as exc:
+        raise UserInputError(f"{path}: {exc}") from None
 
 
 def _search(args) -> int:

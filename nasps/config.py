@@ -211,7 +211,8 @@ class ReinforceStrategyConfig:
     lstm: LSTMPolicyConfig = field(default_factory=LSTMPolicyConfig,
                                    metadata={"doc": "the LSTM controller (policy: lstm)"})
     learning_rate: Union[float, None] = option(
-        None, "Adam learning rate; null = the policy's default (factorized 0.05, lstm 6e-4)", above=0.0)
+        None, "Adam learning rate; null = the policy's default (factorized 0.05, lstm 6e-4, 5e-4 on rnn_cell)",
+        above=0.0)
     adam_betas: tuple[float, float] = option((0.9, 0.999), "Adam's (beta1, beta2)")
     baseline_decay: float = option(
         0.95, "decay of the reward moving average b: b <- decay*b + (1-decay)*R", min=0.0, below=1.0)
@@ -231,11 +232,14 @@ class ReinforceStrategyConfig:
         if self.failure_reward is not None and not math.isfinite(self.failure_reward):
             raise ConfigError(f"{key}.failure_reward: must be a finite number or null")
 
-    @property
-    def effective_learning_rate(self) -> float:
+    def learning_rate_for(self, space_type: str) -> float:
+        """The learning rate in force: the configured one, or the policy's default (the paper's
+        6e-4 for the LSTM, 5e-4 on its recurrent-cell space)."""
         if self.learning_rate is not None:
             return self.learning_rate
-        return 6e-4 if self.policy == "lstm" else 0.05
+        if self.policy == "lstm":
+            return 5e-4 if space_type == "rnn_cell" else 6e-4
+        return 0.05
 
 
 # A tagged union: the first type is the one a section without a `type` key gets.
@@ -255,7 +259,72 @@ class PythonEvaluatorConfig:
                               "'package.module:function'")
 
 
-EvaluatorConfig = PythonEvaluatorConfig
+@dataclass(frozen=True, kw_only=True)
+class DigitsDatasetConfig:
+    """scikit-learn's handwritten digits: 8x8 grey, 10 classes, shipped with scikit-learn."""
+
+    type: Literal["digits"] = option("digits", "dataset type")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cifar10DatasetConfig:
+    """CIFAR-10 in torchvision's format (the cifar-10-batches-py folder)."""
+
+    type: Literal["cifar10"] = option("cifar10", "dataset type")
+    root: str = option("~/.cache/nasps/cifar10", "folder that holds (or will hold) cifar-10-batches-py")
+    download: bool = option(False, "fetch CIFAR-10 into root when it is not there")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageFolderDatasetConfig:
+    """A user's images in root/<class>/<image> folders (torchvision's ImageFolder layout)."""
+
+    type: Literal["image_folder"] = option("image_folder", "dataset type")
+    root: str = required("folder with one sub-folder of images per class")
+    image_size: int = option(32, "images are resized to image_size x image_size pixels", min=1)
+    grayscale: bool = option(False, "read images as one grey channel instead of RGB")
+
+
+ImageDatasetConfig = Union[DigitsDatasetConfig, Cifar10DatasetConfig, ImageFolderDatasetConfig]
+
+# Trainer settings that a conv space's `hyperparameters` decision of the same name overrides.
+TRAINER_HYPERPARAMETERS = ("learning_rate", "momentum", "weight_decay", "batch_size", "epochs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageClassificationEvaluatorConfig:
+    """Trains each conv child on an image dataset with SGD and scores it on the validation split.
+    Defaults are the paper's CIFAR-10 settings."""
+
+    type: Literal["image_classification"] = option("image_classification", "evaluator type")
+    dataset: ImageDatasetConfig = field(default_factory=DigitsDatasetConfig,
+                                        metadata={"doc": "the images children learn"})
+    validation_size: Union[int, None] = option(
+        None, "training images held out, at random (seeded), to score children; null = 5000 for "
+        "cifar10, 20% otherwise", min=1)
+    epochs: int = option(50, "training epochs of each child", min=1)
+    batch_size: int = option(128, "images per SGD step", min=1)
+    learning_rate: float = option(0.1, "SGD learning rate at the start of the schedule", above=0.0)
+    momentum: float = option(0.9, "SGD momentum", min=0.0, below=1.0)
+    nesterov: bool = option(True, "Nesterov momentum")
+    weight_decay: float = option(1e-4, "L2 weight decay", min=0.0)
+    schedule: Literal["cosine", "step", "constant"] = option(
+        "cosine", "learning-rate schedule over the epochs: cosine, step (x0.1 at 50% and 75%), constant")
+    crop_padding: int = option(4, "augmentation: random crops of the image padded by this many pixels "
+                               "(0 = off)", min=0)
+    flip: bool = option(True, "augmentation: random horizontal flips")
+    reward: Literal["accuracy_cubed_last5", "accuracy", "best_accuracy"] = option(
+        "accuracy_cubed_last5", "the reward: best validation accuracy of the last 5 epochs, cubed "
+        "(the paper's); the last epoch's; or the best epoch's")
+    timeout_s: Union[float, None] = option(None, "a child training longer than this ends as timeout",
+                                           above=0.0)
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "where children train; auto = cuda when there is one")
+    compile: bool = option(False, "torch.compile each child (pays off for long trainings on GPU)")
+    seed: int = option(0, "seed of the validation split and of each child's initial weights", min=0)
+
+
+# A tagged union: a section without a `type` key is the first of these.
+EvaluatorConfig = Union[PythonEvaluatorConfig, ImageClassificationEvaluatorConfig]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -302,6 +371,17 @@ class Config:
                                    metadata={"doc": "actors and resources"})
     budget: BudgetConfig = field(default_factory=BudgetConfig, metadata={"doc": "when to stop"})
     seed: int = option(0, "seed of every random choice nasps makes", min=0)
+
+    def check(self, key: str) -> None:
+        if isinstance(self.evaluator, ImageClassificationEvaluatorConfig):
+            if not isinstance(self.space, ConvSpaceConfig):
+                raise ConfigError(f"evaluator.type: image_classification trains conv networks; "
+                                  f"space.type is {self.space.type}, not conv")
+            for i, decision in enumerate(self.space.hyperparameters):
+                if decision.name not in TRAINER_HYPERPARAMETERS:
+                    raise ConfigError(
+                        f"space.hyperparameters[{i}].name: {decision.name!r} is not a trainer setting "
+                        f"(one of {', '.join(TRAINER_HYPERPARAMETERS)})")
 
 
 # --------------------------------------------------------------------------- loading

@@ -19,8 +19,9 @@ from nasps.rundir import open_new_store
 from nasps.spaces import build_space
 
 
-def adam_settings(strategy) -> AdamSettings:
-    lr = getattr(strategy, "effective_learning_rate", 0.0)
+def adam_settings(config: Config) -> AdamSettings:
+    strategy = config.strategy
+    lr = strategy.learning_rate_for(config.space.type) if hasattr(strategy, "learning_rate_for") else 0.0
     beta1, beta2 = getattr(strategy, "adam_betas", (0.9, 0.999))
     return AdamSettings(learning_rate=lr, beta1=beta1, beta2=beta2)
 
@@ -30,7 +31,7 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
     policy = build_policy(config.strategy, space.decisions())
     evaluator = build_evaluator(config.evaluator)
     ledger = Ledger(open_new_store(run_dir, config), config.budget.children, config.budget.sample_cap)
-    shard = ParameterShard(0, policy.initial_params(config.seed), adam_settings(config.strategy))
+    shard = ParameterShard(0, policy.initial_params(config.seed), adam_settings(config))
     controller = Controller(0, space, policy, config.strategy,
                             config.cluster.children_per_replica, config.seed)
     try:

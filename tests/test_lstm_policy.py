@@ -128,3 +128,18 @@ def test_lstm_learns_the_toy_and_beats_random(tmp_path):
     assert len(lstm) == len(random) == 300  # every sample is a row; repeats are cached rows
     assert max(lstm) == 1.0
     assert sum(lstm) / len(lstm) > 0.7 > 0.4 > sum(random) / len(random)
+
+
+def test_default_learning_rates_are_the_papers():
+    from nasps.search import adam_settings
+    rates = {}
+    for space in ({"type": "conv"}, {"type": "rnn_cell"}):
+        for policy in ("lstm", "factorized"):
+            cfg = config_from_dict({"space": space, "evaluator": {"target": "a:b"},
+                                    "strategy": {"policy": policy}})
+            rates[space["type"], policy] = adam_settings(cfg).learning_rate
+    assert rates == {("conv", "lstm"): 6e-4, ("rnn_cell", "lstm"): 5e-4,
+                     ("conv", "factorized"): 0.05, ("rnn_cell", "factorized"): 0.05}
+    cfg = config_from_dict({"space": {"type": "rnn_cell"}, "evaluator": {"target": "a:b"},
+                            "strategy": {"policy": "lstm", "learning_rate": 0.01}})
+    assert adam_settings(cfg).learning_rate == 0.01

@@ -1,6 +1,6 @@
 """Evaluators turn an architecture into a reward. Looked up by ``evaluator.type``."""
 
-from nasps.config import PythonEvaluatorConfig
+from nasps.config import ImageClassificationEvaluatorConfig, PythonEvaluatorConfig
 from nasps.evaluators.base import STATUSES, ChildFailure, ChildResult, Evaluator, Score, run_child
 from nasps.evaluators.python import PythonEvaluator
 
@@ -8,6 +8,10 @@ from nasps.evaluators.python import PythonEvaluator
 def build_evaluator(config) -> Evaluator:
     if isinstance(config, PythonEvaluatorConfig):
         return PythonEvaluator(config)
+    if isinstance(config, ImageClassificationEvaluatorConfig):
+        # Imported here: workers of a python evaluator need not load the training stack.
+        from nasps.evaluators.image import ImageClassificationEvaluator
+        return ImageClassificationEvaluator(config)
     raise TypeError(f"no evaluator for {type(config).__name__}")
 
 

@@ -1,0 +1,152 @@
+"""Image datasets for children, loaded once per worker and kept as tensors.
+
+A dataset gives a training split and a validation split drawn from the training data with a
+seed (the paper's protocol: 5,000 CIFAR-10 training images). The test split is never loaded
+during a search. Pixels are float32 in [0, 1], normalised per channel with the training
+split's statistics.
+
+- ``digits``: scikit-learn's 1,797 handwritten digits, 8x8 grey (ships with scikit-learn).
+  They have no official test split, so a fixed 20% (seed 0) is set aside as the test split.
+- ``cifar10``: torchvision's CIFAR-10 files under ``root`` (``download`` fetches them).
+- ``image_folder``: a user's images in ``root/<class>/<image>`` folders, resized to
+  ``image_size`` (the folder-per-class layout of torchvision's ImageFolder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from nasps.config import Cifar10DatasetConfig, DigitsDatasetConfig, ImageFolderDatasetConfig
+from nasps.errors import UserInputError
+
+DIGITS_TEST_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class ImageSplits:
+    """Training and validation images (N, C, H, W) with their labels, and what they are."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    num_classes: int
+    name: str
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    def to(self, device: torch.device) -> "ImageSplits":
+        return ImageSplits(self.train_x.to(device), self.train_y.to(device), self.val_x.to(device),
+                           self.val_y.to(device), self.num_classes, self.name)
+
+
+CIFAR10_VALIDATION = 5000  # the paper's validation split
+VALIDATION_FRACTION = 0.2  # of the training images, for other datasets
+
+
+def load_image_splits(config, validation_size: Optional[int], seed: int) -> ImageSplits:
+    """The training data of ``config`` split into train and a seeded validation subset
+    (``validation_size`` images; None = 5,000 for CIFAR-10 as in the paper, else 20%)."""
+    if isinstance(config, DigitsDatasetConfig):
+        x, y, name = _digits_train()
+    elif isinstance(config, Cifar10DatasetConfig):
+        x, y, name = _cifar10_train(config)
+    elif isinstance(config, ImageFolderDatasetConfig):
+        x, y, name = _image_folder(config)
+    else:
+        raise TypeError(f"no image dataset for {type(config).__name__}")
+    if validation_size is None:
+        cifar = isinstance(config, Cifar10DatasetConfig)
+        validation_size = CIFAR10_VALIDATION if cifar else max(1, int(len(x) * VALIDATION_FRACTION))
+    if not 0 < validation_size < len(x):
+        raise UserInputError(f"evaluator.validation_size: {validation_size} must be between 1 and "
+                             f"{len(x) - 1} for {name} ({len(x)} training images)")
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    val, train = order[:validation_size], order[validation_size:]
+    mean = x[train].mean(dim=(0, 2, 3), keepdim=True)
+    std = x[train].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    x = (x - mean) / std
+    num_classes = int(y.max()) + 1
+    return ImageSplits(x[train].contiguous(), y[train], x[val].contiguous(), y[val], num_classes, name)
+
+
+def _digits_train() -> tuple[torch.Tensor, torch.Tensor, str]:
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
+    y = torch.tensor(digits.target, dtype=torch.long)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    train = order[int(len(x) * DIGITS_TEST_FRACTION):]  # the rest is the test split
+    return x[train], y[train], "digits"
+
+
+def _cifar10_train(config: Cifar10DatasetConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
+    from torchvision.datasets import CIFAR10
+    root = Path(config.root).expanduser()
+    try:
+        data = CIFAR10(str(root), train=True, download=config.download)
+    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted..."
+        raise UserInputError(
+            f"evaluator.dataset.root: no CIFAR-10 at {root} ({exc}); put torchvision's "
+            f"cifar-10-batches-py folder there, or set evaluator.dataset.download: true") from None
+    except OSError as exc:
+        raise UserInputError(f"evaluator.dataset.root: cannot fetch CIFAR-10 into {root} ({exc}); "
+                             "without network, copy cifar-10-batches-py there by hand") from None
+    x = torch.tensor(data.data).permute(0, 3, 1, 2).float() / 255.0
+    y = torch.tensor(data.targets, dtype=torch.long)
+    return x, y, "cifar10"
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+def _image_folder(config: ImageFolderDatasetConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
+    from PIL import Image, UnidentifiedImageError
+    root = Path(config.root).expanduser()
+    if not root.is_dir():
+        raise UserInputError(f"evaluator.dataset.root: {root} is not a folder of class folders")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise UserInputError(f"evaluator.dataset.root: {root} needs at least two class folders "
+                             f"(root/<class>/<image>), found {len(classes)}")
+    images, labels = [], []
+    size = (config.image_size, config.image_size)
+    for label, name in enumerate(classes):
+        for path in sorted((root / name).iterdir()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(path) as image:
+                    pixels = image.convert("L" if config.grayscale else "RGB").resize(size)
+            except (OSError, UnidentifiedImageError) as exc:
+                raise UserInputError(f"evaluator.dataset.root: cannot read image {path} ({exc})") from None
+            tensor = torch.frombuffer(bytearray(pixels.tobytes()), dtype=torch.uint8)
+            images.append(tensor.view(size[1], size[0], -1).permute(2, 0, 1))
+            labels.append(label)
+    if not images:
+        raise UserInputError(f"evaluator.dataset.root: no images under {root}")
+    return torch.stack(images).float() / 255.0, torch.tensor(labels), f"image_folder {root}"
+
+
+def check_available(config) -> None:
+    """Fail early, with the one-line error a user needs, when a dataset's files are not there
+    (checked before any actor starts; loading happens in the workers)."""
+    if isinstance(config, Cifar10DatasetConfig):
+        folder = Path(config.root).expanduser() / "cifar-10-batches-py"
+        if not (folder / "data_batch_1").is_file() and not config.download:
+            raise UserInputError(
+                f"evaluator.dataset.root: no CIFAR-10 at {folder}; put torchvision's "
+                "cifar-10-batches-py folder there, or set evaluator.dataset.download: true")
+    elif isinstance(config, ImageFolderDatasetConfig):
+        root = Path(config.root).expanduser()
+        if not root.is_dir():
+            raise UserInputError(f"evaluator.dataset.root: {root} is not a folder of class folders")
+        if sum(p.is_dir() for p in root.iterdir()) < 2:
+            raise UserInputError(f"evaluator.dataset.root: {root} needs at least two class folders "
+                                 "(root/<class>/<image>)")
