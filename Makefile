@@ -22,6 +22,8 @@ test: install
 bench: install
 	$(BIN)/python bench/orchestration.py
 	$(BIN)/python bench/controller.py
+	$(BIN)/python bench/child.py
+	$(BIN)/python bench/ptb.py --max-tokens 100000
 	$(BIN)/python bench/nb201/run.py
 
 lint: install

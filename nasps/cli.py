@@ -67,7 +67,7 @@ def _validate(args) -> int:
 def _check_runnable(config, path: str) -> None:
     """Checks that need more than the config's own text: the evaluator must import, the
     dataset must be there."""
-    from nasps.config import ImageClassificationEvaluatorConfig, PythonEvaluatorConfig
+    from nasps.config import ImageClassificationEvaluatorConfig, LanguageModelEvaluatorConfig, PythonEvaluatorConfig
     try:
         if isinstance(config.evaluator, PythonEvaluatorConfig):
             from nasps.evaluators.python import resolve_target
@@ -75,6 +75,9 @@ def _check_runnable(config, path: str) -> None:
         elif isinstance(config.evaluator, ImageClassificationEvaluatorConfig):
             from nasps.data.images import check_available
             check_available(config.evaluator.dataset)
+        elif isinstance(config.evaluator, LanguageModelEvaluatorConfig):
+            from nasps.data.text import check_available as check_text
+            check_text(config.evaluator.dataset)
     except UserInputError as exc:
         raise UserInputError(f"{path}: {exc}") from None
 

@@ -323,8 +323,59 @@ class ImageClassificationEvaluatorConfig:
     seed: int = option(0, "seed of the validation split and of each child's initial weights", min=0)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PtbDatasetConfig:
+    """Mikolov's Penn Treebank files: ptb.{train,valid}.txt or ptb.char.{train,valid}.txt."""
+
+    type: Literal["ptb"] = option("ptb", "dataset type")
+    root: str = required("folder holding the ptb.*.txt files")
+    level: Literal["word", "char"] = option("word", "word or char (the ptb.char.*.txt files)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextDatasetConfig:
+    """Any plain UTF-8 text file, modelled character by character."""
+
+    type: Literal["text"] = option("text", "dataset type")
+    path: str = required("the text file")
+    validation_fraction: float = option(
+        0.1, "share of the text, one seeded random block, that scores children", above=0.0, below=1.0)
+
+
+TextDatasetUnion = Union[PtbDatasetConfig, TextDatasetConfig]
+
+# Language-model settings that an rnn_cell space's `hyperparameters` decision of the same name overrides.
+LM_HYPERPARAMETERS = ("learning_rate", "dropout", "batch_size", "epochs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LanguageModelEvaluatorConfig:
+    """Trains each rnn_cell child as a 2-layer language model and scores it by validation
+    perplexity: reward c / ppl^2 (the paper's, c = 80)."""
+
+    type: Literal["language_model"] = option("language_model", "evaluator type")
+    dataset: TextDatasetUnion = required("the text children model")
+    epochs: int = option(35, "training epochs of each child (the paper's 35)", min=1)
+    max_tokens_per_epoch: Union[int, None] = option(
+        None, "stop an epoch after this many training tokens (null = the whole split)", min=1)
+    batch_size: int = option(20, "sequences trained side by side", min=1)
+    bptt: int = option(35, "steps of truncated back-propagation through time", min=1)
+    hidden_size: int = option(200, "units of each cell layer (and the embedding)", min=1)
+    num_layers: int = option(2, "stacked cell layers", min=1)
+    dropout: float = option(0.2, "dropout on the embedding and between layers", min=0.0, below=1.0)
+    tie_weights: bool = option(True, "share the embedding and the output layer's weights")
+    learning_rate: float = option(20.0, "SGD learning rate; divided by 4 when validation does not improve",
+                                  above=0.0)
+    clip: float = option(0.25, "gradient-norm clipping", above=0.0)
+    reward_constant: float = option(80.0, "c in the reward c / ppl^2", above=0.0)
+    timeout_s: Union[float, None] = option(None, "a child training longer than this ends as timeout",
+                                           above=0.0)
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "where children train; auto = cuda when there is one")
+    seed: int = option(0, "seed of the validation block (text) and of each child's initial weights", min=0)
+
+
 # A tagged union: a section without a `type` key is the first of these.
-EvaluatorConfig = Union[PythonEvaluatorConfig, ImageClassificationEvaluatorConfig]
+EvaluatorConfig = Union[PythonEvaluatorConfig, ImageClassificationEvaluatorConfig, LanguageModelEvaluatorConfig]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -373,15 +424,19 @@ class Config:
     seed: int = option(0, "seed of every random choice nasps makes", min=0)
 
     def check(self, key: str) -> None:
-        if isinstance(self.evaluator, ImageClassificationEvaluatorConfig):
-            if not isinstance(self.space, ConvSpaceConfig):
-                raise ConfigError(f"evaluator.type: image_classification trains conv networks; "
-                                  f"space.type is {self.space.type}, not conv")
-            for i, decision in enumerate(self.space.hyperparameters):
-                if decision.name not in TRAINER_HYPERPARAMETERS:
-                    raise ConfigError(
-                        f"space.hyperparameters[{i}].name: {decision.name!r} is not a trainer setting "
-                        f"(one of {', '.join(TRAINER_HYPERPARAMETERS)})")
+        trainers = {ImageClassificationEvaluatorConfig: (ConvSpaceConfig, TRAINER_HYPERPARAMETERS),
+                    LanguageModelEvaluatorConfig: (RnnCellSpaceConfig, LM_HYPERPARAMETERS)}
+        if type(self.evaluator) not in trainers:
+            return
+        space_type, settings = trainers[type(self.evaluator)]
+        wanted = get_args(get_type_hints(space_type)["type"])[0]
+        if not isinstance(self.space, space_type):
+            raise ConfigError(f"evaluator.type: {self.evaluator.type} trains {wanted} networks; "
+                              f"space.type is {self.space.type}, not {wanted}")
+        for i, decision in enumerate(self.space.hyperparameters):
+            if decision.name not in settings:
+                raise ConfigError(f"space.hyperparameters[{i}].name: {decision.name!r} is not a trainer "
+                                  f"setting (one of {', '.join(settings)})")
 
 
 # --------------------------------------------------------------------------- loading

@@ -134,3 +134,11 @@ def _rows(store):
     rows = db.execute("SELECT id, arch_hash, reward, status FROM children ORDER BY id").fetchall()
     db.close()
     return rows
+
+
+@pytest.mark.parametrize("name", ["cifar10.yaml", "ptb.yaml"])
+def test_shipped_cluster_configs_load(name):
+    from nasps.config import load_config
+    config = load_config(ROOT / "configs" / name)
+    assert config.strategy.policy == "lstm" and config.cluster.gpus_per_child == 1
+    assert config.space.type == {"cifar10.yaml": "conv", "ptb.yaml": "rnn_cell"}[name]

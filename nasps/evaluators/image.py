@@ -32,7 +32,7 @@ def reward_of(kind: str, accuracies: list[float]) -> float:
     return accuracies[-1]
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
+def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
     text = str(exc)
@@ -78,7 +78,7 @@ class ImageClassificationEvaluator:
                 model = torch.compile(model)
             record = train_classifier(model, data, settings, self.device, self.config.seed, deadline)
         except Exception as exc:
-            if not _is_out_of_memory(exc):
+            if not is_out_of_memory(exc):
                 raise
             message = str(exc).splitlines()[0][:300]
         else:

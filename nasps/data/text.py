@@ -1,0 +1,99 @@
+"""Text datasets for language-model children, tokenised once per worker and kept as tensors.
+
+- ``ptb``: Mikolov's Penn Treebank files in ``root``: ``ptb.{train,valid}.txt`` (word level) or
+  ``ptb.char.{train,valid}.txt`` (character level: one symbol per space-separated token, ``_``
+  between words). Each line ends with an ``<eos>`` token. Children are scored on the valid
+  file; the test file is never read during a search.
+- ``text``: any plain UTF-8 text file, character level. A seeded random block of
+  ``validation_fraction`` of it is the validation split; the rest is the training split.
+
+The vocabulary is the training split's tokens in order of first appearance; a validation token
+the training split never had becomes ``<unk>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nasps.config import PtbDatasetConfig, TextDatasetConfig
+from nasps.errors import UserInputError
+
+EOS, UNK = "<eos>", "<unk>"
+
+
+@dataclass(frozen=True)
+class TextSplits:
+    train: torch.Tensor  # token ids, one long sequence
+    valid: torch.Tensor
+    vocab: tuple[str, ...]
+    name: str
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def to(self, device: torch.device) -> "TextSplits":
+        return TextSplits(self.train.to(device), self.valid.to(device), self.vocab, self.name)
+
+
+def _ptb_files(config: PtbDatasetConfig) -> tuple[Path, Path]:
+    root = Path(config.root).expanduser()
+    infix = "ptb.char." if config.level == "char" else "ptb."
+    return root / f"{infix}train.txt", root / f"{infix}valid.txt"
+
+
+def check_available(config) -> None:
+    """The one-line error a user needs when the files are not there (before Ray starts)."""
+    paths = _ptb_files(config) if isinstance(config, PtbDatasetConfig) else (Path(config.path).expanduser(),)
+    for path in paths:
+        if not path.is_file():
+            where = "evaluator.dataset.root" if isinstance(config, PtbDatasetConfig) else "evaluator.dataset.path"
+            raise UserInputError(f"{where}: no file {path}" + (
+                "; put Mikolov's ptb.train.txt and ptb.valid.txt (or ptb.char.*.txt) there"
+                if isinstance(config, PtbDatasetConfig) else ""))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{path}: cannot read ({exc})") from None
+
+
+def load_text_splits(config, seed: int) -> TextSplits:
+    check_available(config)
+    if isinstance(config, PtbDatasetConfig):
+        train_path, valid_path = _ptb_files(config)
+        train_tokens = [t for line in _read(train_path).splitlines() for t in line.split() + [EOS]]
+        valid_tokens = [t for line in _read(valid_path).splitlines() for t in line.split() + [EOS]]
+        name = f"ptb ({config.level})"
+    elif isinstance(config, TextDatasetConfig):
+        path = Path(config.path).expanduser()
+        text = _read(path)
+        size = int(len(text) * config.validation_fraction)
+        if size < 2 or len(text) - size < 2:
+            raise UserInputError(f"evaluator.dataset.path: {path} is too short to split "
+                                 f"({len(text)} characters)")
+        start = int(torch.randint(0, len(text) - size + 1, (1,),
+                                  generator=torch.Generator().manual_seed(seed)))
+        valid_tokens = list(text[start:start + size])
+        train_tokens = list(text[:start] + text[start + size:])
+        name = f"text {path.name}"
+    else:
+        raise TypeError(f"no text dataset for {type(config).__name__}")
+    vocab = {}
+    for token in train_tokens:
+        vocab.setdefault(token, len(vocab))
+    unk = vocab.setdefault(UNK, len(vocab))
+    train = torch.tensor([vocab[t] for t in train_tokens], dtype=torch.long)
+    valid = torch.tensor([vocab.get(t, unk) for t in valid_tokens], dtype=torch.long)
+    return TextSplits(train, valid, tuple(vocab), name)
+
+
+def batchify(tokens: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """One long sequence -> (steps, batch_size) columns, dropping the ragged end."""
+    steps = len(tokens) // batch_size
+    return tokens[:steps * batch_size].view(batch_size, steps).t().contiguous()

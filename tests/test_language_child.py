@@ -1,0 +1,129 @@
+"""Recurrent cells and language-model children: the cell is its equations, the model learns."""
+
+import subprocess
+
+import pytest
+import torch
+
+from nasps.children import CellLanguageModel, TreeCell
+from nasps.config import PtbDatasetConfig, TextDatasetConfig, config_from_dict
+from nasps.data.text import EOS, UNK, load_text_splits
+from nasps.errors import UserInputError
+from nasps.evaluators import build_evaluator, run_child
+from nasps.policies import build_policy
+from nasps.spaces import build_space
+from tests.conftest import NASPS, ROOT
+
+PAPER_CELL = [0, 1, 1, 3, 1, 2, 0, 0, 3, 1]  # the base-2 cell of the paper's figure 5
+
+
+def space(**raw):
+    return build_space(config_from_dict({"space": {"type": "rnn_cell", **raw},
+                                         "evaluator": {"target": "a:b"}}).space)
+
+
+def test_the_paper_cell_computes_its_equations():
+    arch = space(base=2).decode(PAPER_CELL).as_dict()
+    torch.manual_seed(0)
+    cell = TreeCell(arch, input_size=5, hidden_size=4)
+    x, h, c = torch.randn(3, 5), torch.randn(3, 4), torch.randn(3, 4)
+    h_t, c_t = cell(x, (h, c))
+    w0x, w1x = cell.w(x).chunk(2, dim=1)
+    u0h, u1h = cell.u(h).chunk(2, dim=1)
+    a0 = torch.tanh(w0x + u0h)           # a0 = tanh(W0·x_t + U0·h_{t-1})
+    a0 = torch.relu(a0 + c)              # a0 ← relu(a0 + c_{t-1})
+    a1 = torch.relu(w1x * u1h)           # a1 = relu((W1·x_t) ⊙ (U1·h_{t-1}))
+    a2 = torch.sigmoid(a0 * a1)          # a2 = sigmoid(a0 ⊙ a1)
+    torch.testing.assert_close(c_t, w1x * u1h)  # c_t = (W1·x_t) ⊙ (U1·h_{t-1})
+    torch.testing.assert_close(h_t, a2)  # h_t = a2
+
+
+def test_every_sampled_cell_builds_and_trains_a_step():
+    big = space(base=8, combinations=["add", "elem_mult", "max"],
+                activations=["identity", "tanh", "sigmoid", "relu", "sin"])
+    cfg = config_from_dict({"space": {"type": "rnn_cell"}, "evaluator": {"target": "a:b"},
+                            "strategy": {"policy": "lstm"}})
+    policy = build_policy(cfg.strategy, big.decisions())
+    batch = policy.sample(policy.initial_params(0) * 10, 12, torch.Generator().manual_seed(0))
+    for actions in batch.actions:
+        model = CellLanguageModel(big.decode(actions).as_dict(), vocab_size=11, hidden_size=6)
+        tokens = torch.randint(0, 11, (5, 3))
+        logits, state = model(tokens, model.initial_state(3))
+        assert logits.shape == (5, 3, 11) and len(state) == 2
+        logits.logsumexp(-1).sum().backward()
+        assert all(p.grad is not None for p in model.parameters())
+
+
+def ptb_files(folder, char=False):
+    infix = "ptb.char." if char else "ptb."
+    lines = {"train": ["the cat sat", "the dog ran <unk>"], "valid": ["the cat ran", "a bird"]}
+    if char:
+        lines = {k: [" ".join(line.replace(" ", "_")) for line in v] for k, v in lines.items()}
+    for split, text in lines.items():
+        (folder / f"{infix}{split}.txt").write_text("\n".join(f" {line} " for line in text) + "\n")
+
+
+def test_ptb_loader_reads_mikolovs_format(tmp_path):
+    ptb_files(tmp_path)
+    splits = load_text_splits(PtbDatasetConfig(root=str(tmp_path)), seed=0)
+    assert splits.vocab[:4] == ("the", "cat", "sat", EOS) and UNK in splits.vocab
+    assert len(splits.train) == 3 + 1 + 4 + 1
+    words = [splits.vocab[i] for i in splits.valid]
+    assert words == ["the", "cat", "ran", EOS, UNK, UNK, EOS]  # 'a' and 'bird' are unknown
+
+
+def test_ptb_char_level(tmp_path):
+    ptb_files(tmp_path, char=True)
+    splits = load_text_splits(PtbDatasetConfig(root=str(tmp_path), level="char"), seed=0)
+    assert splits.vocab[:4] == ("t", "h", "e", "_")
+    assert [splits.vocab[i] for i in splits.train[:5]] == ["t", "h", "e", "_", "c"]
+
+
+def test_missing_ptb_is_one_clear_line(tmp_path):
+    with pytest.raises(UserInputError, match="evaluator.dataset.root: no file .*ptb.train.txt"):
+        load_text_splits(PtbDatasetConfig(root=str(tmp_path / "nowhere")), seed=0)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"space: {{type: rnn_cell}}\nevaluator: {{type: language_model, dataset: "
+                      f"{{type: ptb, root: {tmp_path}}}}}\n")
+    done = subprocess.run(NASPS + ["validate", str(config)], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "ptb.train.txt" in done.stderr
+
+
+def test_a_tiny_language_model_lowers_its_perplexity(tmp_path):
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    words = ["abc ", "abd ", "bca ", "cab "]
+    text = "".join(words[int(i)] for i in torch.randint(0, 4, (1500,), generator=g))
+    (tmp_path / "t.txt").write_text(text)
+    cfg = config_from_dict({
+        "space": {"type": "rnn_cell", "base": 2},
+        "evaluator": {"type": "language_model", "dataset": {"type": "text", "path": str(tmp_path / "t.txt")},
+                      "epochs": 3, "hidden_size": 24, "bptt": 20, "batch_size": 16, "learning_rate": 5.0,
+                      "dropout": 0.0}})
+    arch = space(base=2).decode([0, 1, 1, 3, 0, 1, 0, 0, 1, 1])  # add/tanh leaves and root
+    result = run_child(build_evaluator(cfg.evaluator), arch)
+    assert result.status == "ok", result.error
+    ppl = result.metrics["val_perplexities"]
+    assert ppl[-1] < ppl[0] and ppl[-1] < 3.0  # 6 symbols; the text is nearly predictable
+    assert result.reward == pytest.approx(80.0 / min(ppl) ** 2)
+    assert result.metrics["tokens_per_s"] > 0 and result.metrics["params"] > 0
+
+
+def test_text_validation_is_a_seeded_block(tmp_path):
+    (tmp_path / "t.txt").write_text("".join(chr(97 + i % 26) for i in range(1000)))
+    a = load_text_splits(TextDatasetConfig(path=str(tmp_path / "t.txt")), seed=0)
+    b = load_text_splits(TextDatasetConfig(path=str(tmp_path / "t.txt")), seed=1)
+    assert len(a.valid) == 100 and len(a.train) == 900
+    assert not torch.equal(a.valid, b.valid)
+
+
+def test_a_diverging_language_model_is_diverged(tmp_path):
+    (tmp_path / "t.txt").write_text("abcd" * 300)
+    cfg = config_from_dict({
+        "space": {"type": "rnn_cell", "base": 2, "hyperparameters": [{"name": "learning_rate", "choices": [1e30]}]},
+        "evaluator": {"type": "language_model", "dataset": {"type": "text", "path": str(tmp_path / "t.txt")},
+                      "epochs": 2, "hidden_size": 8, "clip": 1e30}})
+    arch = space(base=2, hyperparameters=[{"name": "learning_rate", "choices": [1e30]}]).decode(PAPER_CELL)
+    result = run_child(build_evaluator(cfg.evaluator), arch)
+    assert result.status == "diverged", (result.status, result.error)
