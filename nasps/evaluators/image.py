@@ -9,7 +9,6 @@ what the child held and ends it as ``oom``; the worker lives on.
 
 from __future__ import annotations
 
-import gc
 import time
 from dataclasses import replace
 from typing import Optional
@@ -21,6 +20,7 @@ from nasps.config import TRAINER_HYPERPARAMETERS, ImageClassificationEvaluatorCo
 from nasps.data.images import ImageSplits, load_image_splits
 from nasps.evaluators.base import ChildFailure, Score
 from nasps.spaces import Architecture
+from nasps.training.devices import is_out_of_memory, pick_device, release_memory
 from nasps.training.image import TrainSettings, train_classifier
 
 
@@ -32,19 +32,10 @@ def reward_of(kind: str, accuracies: list[float]) -> float:
     return accuracies[-1]
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
 class ImageClassificationEvaluator:
     def __init__(self, config: ImageClassificationEvaluatorConfig):
         self.config = config
-        wanted = config.device
-        self.device = torch.device("cuda" if wanted == "cuda" or (
-            wanted == "auto" and torch.cuda.is_available()) else "cpu")
+        self.device = pick_device(config.device)
         self.settings = TrainSettings(
             epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
             momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay,
@@ -91,7 +82,5 @@ class ImageClassificationEvaluator:
             return Score(reward_of(self.config.reward, record.val_accuracies), metrics)
         # Out of memory: drop everything the child held before the next one starts.
         del model
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        release_memory(self.device)
         raise ChildFailure("oom", f"out of memory: {message}")

@@ -8,7 +8,6 @@ the evaluator's value for that child.
 
 from __future__ import annotations
 
-import gc
 import time
 from typing import Optional
 
@@ -18,17 +17,15 @@ from nasps.children.rnn import CellLanguageModel
 from nasps.config import LM_HYPERPARAMETERS, LanguageModelEvaluatorConfig
 from nasps.data.text import TextSplits, load_text_splits
 from nasps.evaluators.base import ChildFailure, Score
-from nasps.evaluators.image import is_out_of_memory
 from nasps.spaces import Architecture
+from nasps.training.devices import is_out_of_memory, pick_device, release_memory
 from nasps.training.language import LMSettings, train_language_model
 
 
 class LanguageModelEvaluator:
     def __init__(self, config: LanguageModelEvaluatorConfig):
         self.config = config
-        wanted = config.device
-        self.device = torch.device("cuda" if wanted == "cuda" or (
-            wanted == "auto" and torch.cuda.is_available()) else "cpu")
+        self.device = pick_device(config.device)
         self._data: Optional[TextSplits] = None
 
     @property
@@ -65,7 +62,5 @@ class LanguageModelEvaluator:
                        "tokens_per_s": record.tokens_per_s, "train_s": record.train_seconds}
             return Score(c.reward_constant / best ** 2, metrics)
         del model
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        release_memory(self.device)
         raise ChildFailure("oom", f"out of memory: {message}")
