@@ -122,3 +122,26 @@ def test_evaluator_and_space_must_agree(raw, message):
     with pytest.raises(ConfigError) as info:
         config_from_dict({**raw, "evaluator": {"type": "image_classification"}})
     assert str(info.value) == message
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_digits_child_on_the_gpu_learns_as_on_the_cpu():
+    """The CUDA path (resident data on the GPU, channels_last, bf16 autocast); its CPU twin is
+    test_a_tiny_digits_child_learns."""
+    ev = evaluator(reward="accuracy", device="cuda")
+    result = run_child(ev, chain())
+    assert result.status == "ok", result.error
+    assert ev.data.train_x.is_cuda and result.metrics["val_accuracy"] > 0.6
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_out_of_memory_is_a_status_and_the_worker_goes_on():
+    ev = evaluator(epochs=1, device="cuda", batch_size=4096)
+    huge = chain(depth=2, num_filters=1_000_000, filter_height=1, filter_width=1)
+    assert run_child(ev, huge).status == "oom"
+    assert run_child(ev, chain(depth=1)).status == "ok"

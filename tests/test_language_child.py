@@ -127,3 +127,19 @@ def test_a_diverging_language_model_is_diverged(tmp_path):
     arch = space(base=2, hyperparameters=[{"name": "learning_rate", "choices": [1e30]}]).decode(PAPER_CELL)
     result = run_child(build_evaluator(cfg.evaluator), arch)
     assert result.status == "diverged", (result.status, result.error)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_language_model_child_on_the_gpu(tmp_path):
+    """The CUDA path of the language-model trainer; its CPU twin is
+    test_a_tiny_language_model_lowers_its_perplexity."""
+    (tmp_path / "t.txt").write_text("abcabd" * 400)
+    cfg = config_from_dict({
+        "space": {"type": "rnn_cell", "base": 2},
+        "evaluator": {"type": "language_model", "dataset": {"type": "text", "path": str(tmp_path / "t.txt")},
+                      "epochs": 2, "hidden_size": 16, "device": "cuda", "learning_rate": 5.0}})
+    ev = build_evaluator(cfg.evaluator)
+    result = run_child(ev, space(base=2).decode([0, 1, 1, 3, 0, 1, 0, 0, 1, 1]))
+    assert result.status == "ok", result.error
+    assert ev.data.train.is_cuda
