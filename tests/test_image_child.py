@@ -145,3 +145,11 @@ def test_cuda_out_of_memory_is_a_status_and_the_worker_goes_on():
     huge = chain(depth=2, num_filters=1_000_000, filter_height=1, filter_width=1)
     assert run_child(ev, huge).status == "oom"
     assert run_child(ev, chain(depth=1)).status == "ok"
+
+
+@pytest.mark.slow
+def test_compiled_child_trains():
+    """evaluator.compile: torch.compile on CPU (about 30 s of compilation)."""
+    result = run_child(evaluator(compile=True, epochs=1, reward="accuracy"), chain(depth=1))
+    assert result.status == "ok", result.error
+    assert result.metrics["val_accuracy"] > 0.1 and result.metrics["params"] > 0
