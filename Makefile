@@ -24,6 +24,7 @@ bench: install
 	$(BIN)/python bench/controller.py
 	$(BIN)/python bench/child.py
 	$(BIN)/python bench/ptb.py --max-tokens 100000
+	$(BIN)/python bench/cifar10.py
 	$(BIN)/python bench/nb201/run.py
 
 lint: install

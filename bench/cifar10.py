@@ -101,6 +101,10 @@ def main() -> None:
         print(f"bench/cifar10: no {args.archive} (the benchmark did not run)")
         return
     device = pick_device(args.device)
+    if device.type == "cpu" and args.limit is None:
+        print("bench/cifar10: no GPU here; five epochs of CIFAR-10 on a CPU take hours (the benchmark "
+              "did not run; --limit 1000 --epochs 1 makes a CPU dry run)")
+        return
     value = fifteen_layers()
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(args.archive) as archive:
