@@ -110,7 +110,7 @@ class CurriculumConfig:
     max_depth: int = option(24, "the depth stops growing here", min=1)
 
     def check(self, key: str) -> None:
-        if self.start_depth > self.max_depth:
+        if self.add_layers and self.start_depth > self.max_depth:
             raise ConfigError(f"{key}.start_depth: {self.start_depth} is above max_depth {self.max_depth}")
 
     def depth_at(self, samples: int) -> int:
@@ -148,6 +148,12 @@ class ConvSpaceConfig:
             _check_choices(f"{key}.{name}", getattr(self, name))
         _check_choices(f"{key}.layer_types", self.layer_types, CONV_LAYER_TYPES)
         _check_hyperparameters(f"{key}.hyperparameters", self.hyperparameters)
+        lists = (self.filter_heights, self.filter_widths, self.num_filters, self.strides, self.layer_types)
+        decides = self.skip_connections or any(len(values) > 1 for values in lists)
+        if self.curriculum.add_layers and not decides:
+            # Every depth would be the same sequence of decisions: the depth could not be read back.
+            raise ConfigError(f"{key}.curriculum.add_layers: the layers make no decision (each list has one "
+                              "value and skip_connections is false), so the depth cannot grow; set it to 0")
 
 
 RNN_COMBINATIONS = ("add", "elem_mult", "max")
@@ -196,7 +202,7 @@ class LSTMPolicyConfig:
     num_layers: int = option(2, "stacked LSTM layers", min=1)
     init_range: float = option(0.08, "parameters start uniform in [-init_range, init_range]", above=0.0)
     temperature: Union[float, None] = option(
-        None, "logits are divided by this before sampling (null = off)", above=0.0)
+        None, "logits are divided by this before sampling (null = off)", min=0.01)
     tanh_constant: Union[float, None] = option(
         None, "logits become C*tanh(logits), bounding them to [-C, C] (null = off)", above=0.0)
 
@@ -433,10 +439,16 @@ class Config:
         if not isinstance(self.space, space_type):
             raise ConfigError(f"evaluator.type: {self.evaluator.type} trains {wanted} networks; "
                               f"space.type is {self.space.type}, not {wanted}")
+        fields = {f.name: f for f in dataclasses.fields(type(self.evaluator))}
+        hints = get_type_hints(type(self.evaluator))
         for i, decision in enumerate(self.space.hyperparameters):
             if decision.name not in settings:
                 raise ConfigError(f"space.hyperparameters[{i}].name: {decision.name!r} is not a trainer "
                                   f"setting (one of {', '.join(settings)})")
+            # Each choice must be a value the evaluator's own key would accept.
+            for j, value in enumerate(decision.choices):
+                where = f"space.hyperparameters[{i}].choices[{j}]"
+                _check_range(_convert(value, hints[decision.name], where), fields[decision.name].metadata, where)
 
 
 # --------------------------------------------------------------------------- loading

@@ -117,6 +117,10 @@ def test_missing_cifar10_is_one_clear_line(tmp_path):
     ({"space": {"type": "conv", "hyperparameters": [{"name": "lr", "choices": [0.1]}]}},
      "space.hyperparameters[0].name: 'lr' is not a trainer setting "
      "(one of learning_rate, momentum, weight_decay, batch_size, epochs)"),
+    ({"space": {"type": "conv", "hyperparameters": [{"name": "epochs", "choices": [0, 1]}]}},
+     "space.hyperparameters[0].choices[0]: must be >= 1, got 0"),
+    ({"space": {"type": "conv", "hyperparameters": [{"name": "learning_rate", "choices": ["fast"]}]}},
+     "space.hyperparameters[0].choices[0]: must be a number, got a string 'fast'"),
 ])
 def test_evaluator_and_space_must_agree(raw, message):
     with pytest.raises(ConfigError) as info:
@@ -153,3 +157,16 @@ def test_compiled_child_trains():
     result = run_child(evaluator(compile=True, epochs=1, reward="accuracy"), chain(depth=1))
     assert result.status == "ok", result.error
     assert result.metrics["val_accuracy"] > 0.1 and result.metrics["params"] > 0
+
+
+def test_an_empty_class_folder_is_one_clear_error(tmp_path):
+    from PIL import Image
+
+    from nasps.config import ImageFolderDatasetConfig
+    from nasps.errors import UserInputError
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "dogs").mkdir()
+    (tmp_path / ".ipynb_checkpoints").mkdir()  # hidden folders are not classes
+    Image.new("RGB", (4, 4)).save(tmp_path / "cats" / "a.png")
+    with pytest.raises(UserInputError, match="class folder .*dogs holds no images"):
+        load_image_splits(ImageFolderDatasetConfig(root=str(tmp_path)), 1, 0)

@@ -143,3 +143,15 @@ def test_a_language_model_child_on_the_gpu(tmp_path):
     result = run_child(ev, space(base=2).decode([0, 1, 1, 3, 0, 1, 0, 0, 1, 1]))
     assert result.status == "ok", result.error
     assert ev.data.train.is_cuda
+
+
+def test_a_text_too_short_fails_its_children_clearly(tmp_path):
+    """A split too short to batch must not give every child a perfect-looking reward."""
+    (tmp_path / "t.txt").write_text("abcabcabcabcabcabcabcabcabcabcabc")
+    cfg = config_from_dict({
+        "space": {"type": "rnn_cell", "base": 2},
+        "evaluator": {"type": "language_model", "dataset": {"type": "text", "path": str(tmp_path / "t.txt")},
+                      "epochs": 1, "hidden_size": 8}})
+    result = run_child(build_evaluator(cfg.evaluator), space(base=2).decode(PAPER_CELL))
+    assert result.status == "failed" and result.reward is None
+    assert "too few for batch_size 20" in result.error

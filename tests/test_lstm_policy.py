@@ -143,3 +143,17 @@ def test_default_learning_rates_are_the_papers():
     cfg = config_from_dict({"space": {"type": "rnn_cell"}, "evaluator": {"target": "a:b"},
                             "strategy": {"policy": "lstm", "learning_rate": 0.01}})
     assert adam_settings(cfg).learning_rate == 0.01
+
+
+def test_layers_without_choices_of_their_own_still_have_anchor_states():
+    """With every per-layer list fixed, layer 0 makes no decision at all, yet layer 1's anchor
+    attends to it."""
+    fixed = {"type": "conv", "filter_heights": [3], "filter_widths": [3], "num_filters": [16],
+             "curriculum": {"start_depth": 4, "add_layers": 0}}
+    space, policy = setup(fixed)
+    assert all(d.kind == "anchor" for d in space.decisions())
+    assert [s.layer for s in policy.program(len(space.decisions()))] == [0, 1, 2, 3]
+    batch = policy.sample(policy.initial_params(0), 6, torch.Generator().manual_seed(0))
+    log_prob, _ = policy.log_probs(policy.initial_params(0), batch.actions)
+    torch.testing.assert_close(log_prob, torch.tensor(batch.log_probs))
+    assert all(len(space.decode(a).as_dict()["layers"]) == 4 for a in batch.actions)

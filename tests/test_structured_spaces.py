@@ -134,6 +134,9 @@ def test_rnn_cell_of_base_8_has_the_papers_decisions():
     ({"type": "conv", "filter_heights": [0, 3]}, "space.filter_heights[0]: must be >= 1, got 0"),
     ({"type": "conv", "curriculum": {"start_depth": 8, "max_depth": 6}},
      "space.curriculum.start_depth: 8 is above max_depth 6"),
+    ({"type": "conv", "filter_heights": [3], "filter_widths": [3], "num_filters": [16], "skip_connections": False},
+     "space.curriculum.add_layers: the layers make no decision (each list has one value and "
+     "skip_connections is false), so the depth cannot grow; set it to 0"),
     ({"type": "conv", "curriculum": {"every_child": 5}},
      "space.curriculum.every_child: unknown key (did you mean 'space.curriculum.every_children'?)"),
 ])

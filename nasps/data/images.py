@@ -111,13 +111,14 @@ def _image_folder(config: ImageFolderDatasetConfig) -> tuple[torch.Tensor, torch
     root = Path(config.root).expanduser()
     if not root.is_dir():
         raise UserInputError(f"evaluator.dataset.root: {root} is not a folder of class folders")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
         raise UserInputError(f"evaluator.dataset.root: {root} needs at least two class folders "
                              f"(root/<class>/<image>), found {len(classes)}")
     images, labels = [], []
     size = (config.image_size, config.image_size)
     for label, name in enumerate(classes):
+        before = len(images)
         for path in sorted((root / name).iterdir()):
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
@@ -129,6 +130,9 @@ def _image_folder(config: ImageFolderDatasetConfig) -> tuple[torch.Tensor, torch
             tensor = torch.frombuffer(bytearray(pixels.tobytes()), dtype=torch.uint8)
             images.append(tensor.view(size[1], size[0], -1).permute(2, 0, 1))
             labels.append(label)
+        if len(images) == before:
+            raise UserInputError(f"evaluator.dataset.root: the class folder {root / name} holds no images "
+                                 f"({', '.join(sorted(IMAGE_SUFFIXES))})")
     if not images:
         raise UserInputError(f"evaluator.dataset.root: no images under {root}")
     return torch.stack(images).float() / 255.0, torch.tensor(labels), f"image_folder {root}"
@@ -147,6 +151,6 @@ def check_available(config) -> None:
         root = Path(config.root).expanduser()
         if not root.is_dir():
             raise UserInputError(f"evaluator.dataset.root: {root} is not a folder of class folders")
-        if sum(p.is_dir() for p in root.iterdir()) < 2:
+        if sum(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()) < 2:
             raise UserInputError(f"evaluator.dataset.root: {root} needs at least two class folders "
                                  "(root/<class>/<image>)")

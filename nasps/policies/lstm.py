@@ -109,11 +109,14 @@ class LSTMPolicy:
 
     def _compile(self, decisions: Sequence[Decision]) -> list[_Step]:
         steps: list[_Step] = []
-        layer = None
+        layer = -1
         for i, d in enumerate(decisions):
             if self.anchors and d.layer is not None and d.layer != layer:
+                # Every layer up to this one gets its anchor step, also a layer whose own
+                # choices are all fixed (it makes no decision but later layers attend to it).
+                for skipped in range(layer + 1, d.layer + 1):
+                    steps.append(_Step(ANCHOR, layer=skipped))
                 layer = d.layer
-                steps.append(_Step(ANCHOR, layer=layer))
             if d.kind == ANCHOR:
                 anchor = steps[-1]
                 if anchor.kind != ANCHOR or anchor.layer != d.layer or d.source != len(anchor.sources):

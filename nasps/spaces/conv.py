@@ -122,6 +122,8 @@ class ConvSpace:
                 raise ValueError(f"layer {i}: inputs {inputs} must be distinct earlier layers, in order")
             if not self.skip_connections and inputs != chain:
                 raise ValueError(f"layer {i}: without skip connections its input is {chain}")
+        if not isinstance(value["hyperparameters"], dict):
+            raise ValueError("hyperparameters must be a mapping of name to value")
         self.hyperparameters.indices(value["hyperparameters"])
         return value
 

@@ -100,7 +100,7 @@ class RnnCellSpace:
         keys = {"base", "nodes", "inject", "cell_output", "hyperparameters"}
         if set(value) != keys:
             raise ValueError(f"an rnn_cell architecture has the keys {sorted(keys)}, got {sorted(value)}")
-        if value["base"] != self.base:
+        if type(value["base"]) is not int or value["base"] != self.base:
             raise ValueError(f"base {value['base']!r}: this space's cells have base {self.base}")
         nodes = value["nodes"]
         if not isinstance(nodes, list) or len(nodes) != self.num_nodes:
@@ -117,6 +117,8 @@ class RnnCellSpace:
         self.combine.index(inject["combine"], "inject combine")
         self.activation.index(inject["activation"], "inject activation")
         self.cell_output.index(value["cell_output"], "cell output")
+        if not isinstance(value["hyperparameters"], dict):
+            raise ValueError("hyperparameters must be a mapping of name to value")
         self.hyperparameters.indices(value["hyperparameters"])
         return value
 

@@ -63,13 +63,20 @@ def perplexity(model: CellLanguageModel, tokens: torch.Tensor, bptt: int) -> flo
             total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
             count += targets.numel()
     model.train()
-    return math.exp(min(total.item() / max(count, 1), 700.0))
+    if count == 0:
+        raise ValueError(f"the validation split has {len(tokens)} tokens, too few to score a child "
+                         f"(at least {2 * EVAL_BATCH} are needed)")
+    # Capped so that the reward c / ppl^2 stays a (tiny) float for a hopeless child.
+    return math.exp(min(total.item() / count, 300.0))
 
 
 def train_language_model(model: CellLanguageModel, data: TextSplits, settings: LMSettings,
                          device: torch.device, deadline: Optional[float] = None) -> LMRecord:
     model = model.to(device)
     columns = batchify(data.train, settings.batch_size)
+    if columns.shape[0] < 2:
+        raise ValueError(f"the training split has {len(data.train)} tokens, too few for batch_size "
+                         f"{settings.batch_size} (at least {2 * settings.batch_size} are needed)")
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.learning_rate)
     record = LMRecord()
     best = math.inf
