@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="summarise a run directory")
     report.add_argument("run_dir", metavar="RUN_DIR")
     report.add_argument("--top", type=int, default=10, help="how many architectures to list")
+
+    export = sub.add_parser("export", help="write an architecture as JSON and as a standalone PyTorch file")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--rank", type=int, default=1, help="1 = the best child (by reward), 2 = the next...")
+    export.add_argument("--out", required=True, metavar="DIR", help="folder for architecture.json and model.py")
     return parser
 
 
@@ -51,7 +56,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
     try:
-        return {"search": _search, "validate": _validate, "report": _report}[args.command](args)
+        commands = {"search": _search, "validate": _validate, "report": _report, "export": _export}
+        return commands[args.command](args)
     except UserInputError as exc:
         print(f"nasps: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -117,6 +123,13 @@ def _search(args) -> int:
 def _report(args) -> int:
     from nasps.report import format_report, summarize
     print(format_report(summarize(args.run_dir, top=args.top)))
+    return 0
+
+
+def _export(args) -> int:
+    from nasps.export import export
+    for path in export(args.run_dir, args.rank, args.out):
+        print(f"wrote {path}")
     return 0
 
 

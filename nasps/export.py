@@ -1,0 +1,153 @@
+"""``nasps export``: a searched architecture as JSON and as a standalone PyTorch file.
+
+The PyTorch file is nasps's own builder module (``nasps/children/conv.py`` or ``rnn.py``, which
+import nothing but torch) copied verbatim, followed by the architecture and a ``build_model()``.
+So the exported network is the searched network by construction, and it runs where only torch
+is installed. Shapes the run's dataset fixes (image channels, classes, vocabulary) become the
+defaults of ``build_model``; where the run does not know them they are required arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import pprint
+from pathlib import Path
+from typing import Any, Optional
+
+from nasps.config import (
+    Cifar10DatasetConfig,
+    DigitsDatasetConfig,
+    ImageClassificationEvaluatorConfig,
+    ImageFolderDatasetConfig,
+    LanguageModelEvaluatorConfig,
+    config_from_dict,
+)
+from nasps.errors import UserInputError
+from nasps.spaces import describe
+from nasps.store import STORE_NAME, ChildRow, ResultsStore
+
+ARCH_FILE, MODEL_FILE = "architecture.json", "model.py"
+
+
+def ranked_child(run_dir: Path, rank: int) -> tuple[ChildRow, dict]:
+    """The child at ``rank`` (1 = best reward among trained, ok children) and the run's config."""
+    if not run_dir.is_dir():
+        raise UserInputError(f"{run_dir}: no such run directory")
+    store = ResultsStore(run_dir / STORE_NAME)
+    try:
+        ranked = [r for r in store.children(order="reward") if r.status == "ok" and not r.cached]
+        config = store.meta().get("config")
+    finally:
+        store.close()
+    if not ranked:
+        raise UserInputError(f"{run_dir}: no child finished with status ok yet")
+    if not 1 <= rank <= len(ranked):
+        raise UserInputError(f"--rank {rank}: {run_dir} has {len(ranked)} ranked children (1..{len(ranked)})")
+    if config is None:
+        raise UserInputError(f"{run_dir / STORE_NAME}: the store has no config (not written by nasps search)")
+    return ranked[rank - 1], config
+
+
+def _image_shapes(evaluator) -> tuple[Optional[int], Optional[int]]:
+    """(in_channels, num_classes) that the run's image dataset fixes, where known."""
+    if not isinstance(evaluator, ImageClassificationEvaluatorConfig):
+        return None, None
+    dataset = evaluator.dataset
+    if isinstance(dataset, DigitsDatasetConfig):
+        return 1, 10
+    if isinstance(dataset, Cifar10DatasetConfig):
+        return 3, 10
+    if isinstance(dataset, ImageFolderDatasetConfig):
+        root = Path(dataset.root).expanduser()
+        classes = sum(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()) if root.is_dir() else 0
+        return (1 if dataset.grayscale else 3), (classes or None)
+    return None, None
+
+
+def _vocab_size(evaluator) -> Optional[int]:
+    if not isinstance(evaluator, LanguageModelEvaluatorConfig):
+        return None
+    from nasps.data.text import load_text_splits
+    try:
+        return load_text_splits(evaluator.dataset, evaluator.seed).vocab_size
+    except UserInputError:
+        return None  # the data is not on this machine: build_model asks for it
+
+
+def _arg(name: str, default: Any) -> str:
+    return f"{name}: int" if default is None else f"{name}: int = {default!r}"
+
+
+def standalone_source(value: dict, config_raw: dict) -> Optional[str]:
+    """A Python file that rebuilds ``value`` with torch only; None for spaces without a network."""
+    config = config_from_dict(config_raw)
+    space_type = config.space.type
+    architecture = pprint.pformat(value, width=100)  # a Python literal (True, None), not JSON
+    if space_type == "conv":
+        from nasps.children import conv as module
+        channels, classes = _image_shapes(config.evaluator)
+        tail = f'''
+
+# --------------------------------------------------------------------------- exported by nasps
+ARCHITECTURE = {architecture}
+
+
+def build_model({_arg("in_channels", channels)}, {_arg("num_classes", classes)},
+                width_multiplier: float = 1.0) -> ConvNet:
+    """The searched network, freshly initialised."""
+    return ConvNet(ARCHITECTURE, in_channels, num_classes, width_multiplier)
+'''
+    elif space_type == "rnn_cell":
+        from nasps.children import rnn as module
+        lm = config.evaluator if isinstance(config.evaluator, LanguageModelEvaluatorConfig) else None
+        hidden = lm.hidden_size if lm else 200
+        layers, dropout, tie = (lm.num_layers, lm.dropout, lm.tie_weights) if lm else (2, 0.2, True)
+        tail = f'''
+
+# --------------------------------------------------------------------------- exported by nasps
+ARCHITECTURE = {architecture}
+
+
+def build_model({_arg("vocab_size", _vocab_size(config.evaluator))}, hidden_size: int = {hidden},
+                num_layers: int = {layers}, dropout: float = {dropout}, tie_weights: bool = {tie}) -> CellLanguageModel:
+    """The searched cell in the language model it was scored in, freshly initialised."""
+    return CellLanguageModel(ARCHITECTURE, vocab_size, hidden_size, num_layers, dropout, tie_weights)
+
+
+def build_cell(input_size: int, hidden_size: int) -> TreeCell:
+    """The searched cell alone: (x_t, (h, c)) -> (h, c)."""
+    return TreeCell(ARCHITECTURE, input_size, hidden_size)
+'''
+    else:
+        return None
+    header = "# Exported by nasps: the searched architecture with nasps's builder; needs only torch.\n"
+    return header + inspect.getsource(module) + tail
+
+
+def export(run_dir: str | Path, rank: int, out: str | Path) -> list[Path]:
+    """Write ``architecture.json`` (and ``model.py`` when the space builds a network) into ``out``.
+    Files already there are never overwritten."""
+    run_dir, out = Path(run_dir), Path(out)
+    row, config_raw = ranked_child(run_dir, rank)
+    source = standalone_source(row.arch, config_raw)
+    targets = {ARCH_FILE: json.dumps({"rank": rank, "child_id": row.id, "reward": row.reward,
+                                      "metrics": row.metrics, "space": config_raw["space"]["type"],
+                                      "architecture": row.arch, "summary": describe(row.arch)},
+                                     indent=2, sort_keys=True) + "\n"}
+    if source is not None:
+        targets[MODEL_FILE] = source
+    taken = [name for name in targets if (out / name).exists()]
+    if taken:
+        raise UserInputError(f"--out {out}: already holds {', '.join(taken)}; choose another folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, text in targets.items():
+            tmp = out / (name + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(out / name)
+            written.append(out / name)
+    except OSError as exc:
+        raise UserInputError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    return written

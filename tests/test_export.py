@@ -1,0 +1,88 @@
+"""nasps export: the standalone file rebuilds the searched network, with torch alone."""
+
+import ast
+import importlib.util
+import json
+import subprocess
+
+import torch
+
+from nasps.children import CellLanguageModel, build_conv_net
+from nasps.config import config_from_dict
+from nasps.search import run_serial
+from tests.conftest import NASPS, ROOT
+
+
+def load_module(path):
+    spec = importlib.util.spec_from_file_location(f"exported_{path.parent.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def imported_roots(path) -> set:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def search(tmp_path, space, evaluator, children=3):
+    cfg = config_from_dict({"space": space, "evaluator": evaluator, "strategy": {"type": "random"},
+                            "budget": {"children": children}})
+    run_serial(cfg, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_conv_export_equals_nasps_builder(tmp_path):
+    run = search(tmp_path, {"type": "conv", "num_filters": [4, 8], "curriculum": {"start_depth": 3, "add_layers": 0}},
+                 {"type": "image_classification", "epochs": 1, "crop_padding": 0, "flip": False})
+    done = subprocess.run(NASPS + ["export", str(run), "--rank", "2", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "out" / "architecture.json").read_text())
+    assert record["rank"] == 2 and record["space"] == "conv" and len(record["architecture"]["layers"]) == 3
+    model_file = tmp_path / "out" / "model.py"
+    assert imported_roots(model_file) <= {"__future__", "typing", "torch"}
+    exported = load_module(model_file).build_model()  # digits: 1 channel, 10 classes by default
+    ours = build_conv_net(record["architecture"], 1, 10)
+    exported.load_state_dict(ours.state_dict())
+    x = torch.randn(4, 1, 8, 8)
+    torch.testing.assert_close(exported.eval()(x), ours.eval()(x))
+
+
+def test_rnn_cell_export_equals_nasps_builder(tmp_path):
+    space = {"type": "rnn_cell", "base": 4, "hyperparameters": [{"name": "tied", "choices": [True]}]}
+    run = search(tmp_path, space, {"type": "python", "target": "tests.toys:cell_toy"})
+    done = subprocess.run(NASPS + ["export", str(run), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    arch = json.loads((tmp_path / "out" / "architecture.json").read_text())["architecture"]
+    module = load_module(tmp_path / "out" / "model.py")
+    assert module.ARCHITECTURE == arch and arch["hyperparameters"] == {"tied": True}  # True, not JSON's true
+    exported = module.build_model(vocab_size=13, hidden_size=6)  # a python evaluator: no vocabulary known
+    ours = CellLanguageModel(arch, 13, 6)
+    exported.load_state_dict(ours.state_dict())
+    tokens = torch.randint(0, 13, (5, 2))
+    torch.testing.assert_close(exported.eval()(tokens, exported.initial_state(2))[0],
+                               ours.eval()(tokens, ours.initial_state(2))[0])
+    assert module.build_cell(3, 6)(torch.randn(2, 3), (torch.zeros(2, 6), torch.zeros(2, 6)))[0].shape == (2, 6)
+
+
+def test_export_never_overwrites_and_bad_ranks_are_one_line(tmp_path):
+    run = search(tmp_path, {"type": "rnn_cell", "base": 2}, {"type": "python", "target": "tests.toys:cell_toy"})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.py").write_text("# mine\n")
+    for args, needle in ((["--out", str(out)], "already holds model.py"),
+                         (["--rank", "9", "--out", str(tmp_path / "x")], "--rank 9:"),
+                         (["--out", str(tmp_path / "y")], None)):
+        done = subprocess.run(NASPS + ["export", str(run), *args], capture_output=True, text=True, cwd=ROOT)
+        if needle is None:
+            assert done.returncode == 0
+            continue
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and needle in done.stderr
+    assert (out / "model.py").read_text() == "# mine\n" and not (out / "architecture.json").exists()
