@@ -7,6 +7,7 @@ is touched.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="summarise a run directory")
     report.add_argument("run_dir", metavar="RUN_DIR")
     report.add_argument("--top", type=int, default=10, help="how many architectures to list")
+    report.add_argument("--format", choices=["text", "json"], default="text",
+                        help="text for people, json for scripts")
 
     export = sub.add_parser("export", help="write an architecture as JSON and as a standalone PyTorch file")
     export.add_argument("run_dir", metavar="RUN_DIR")
@@ -121,8 +124,12 @@ def _search(args) -> int:
 
 
 def _report(args) -> int:
-    from nasps.report import format_report, summarize
-    print(format_report(summarize(args.run_dir, top=args.top)))
+    from nasps.report import format_report, report_json, summarize
+    report = summarize(args.run_dir, top=args.top)
+    if args.format == "json":
+        print(json.dumps(report_json(report), indent=2, allow_nan=False))
+    else:
+        print(format_report(report))
     return 0
 
 

@@ -72,3 +72,16 @@ def format_report(report: RunReport) -> str:
     else:
         lines.append("no child finished with status ok yet")
     return "\n".join(lines)
+
+
+def report_json(report: RunReport) -> dict:
+    """The report as plain data for scripts (``nasps report --format json``)."""
+    return {
+        "run_dir": report.run_dir, "children": report.children, "trained": report.trained,
+        "cached": report.cached, "by_status": report.by_status, "wall_s": report.wall_s,
+        "trained_per_min": report.trained_per_min, "mean_staleness": report.mean_staleness,
+        "pushes": report.pushes,
+        "top": [{"rank": rank, "id": r.id, "reward": r.reward, "metrics": r.metrics, "arch": r.arch,
+                 "arch_hash": r.arch_hash, "duration_s": r.duration_s, "depth": r.depth}
+                for rank, r in enumerate(report.top, 1)],
+    }

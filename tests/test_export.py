@@ -1,4 +1,5 @@
-"""nasps export: the standalone file rebuilds the searched network, with torch alone."""
+"""What scripts and users take away from a run: nasps export (a standalone file that rebuilds the
+searched network with torch alone) and nasps report --format json."""
 
 import ast
 import importlib.util
@@ -86,3 +87,21 @@ def test_export_never_overwrites_and_bad_ranks_are_one_line(tmp_path):
             continue
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and needle in done.stderr
     assert (out / "model.py").read_text() == "# mine\n" and not (out / "architecture.json").exists()
+
+
+def test_report_json_has_the_stores_numbers(tmp_path):
+    from nasps.store import ResultsStore
+    run = search(tmp_path, {"type": "rnn_cell", "base": 2}, {"type": "python", "target": "tests.toys:cell_toy"},
+                 children=8)
+    done = subprocess.run(NASPS + ["report", str(run), "--top", "3", "--format", "json"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    store = ResultsStore(run / "results.sqlite")
+    rows = store.children(order="reward")
+    store.close()
+    ranked = [r for r in rows if r.status == "ok" and not r.cached][:3]
+    assert report["children"] == len(rows) and report["trained"] == sum(not r.cached for r in rows)
+    assert [t["id"] for t in report["top"]] == [r.id for r in ranked]
+    assert [t["reward"] for t in report["top"]] == [r.reward for r in ranked]
+    assert report["top"][0]["arch"] == ranked[0].arch and report["top"][0]["rank"] == 1
