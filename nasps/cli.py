@@ -104,14 +104,16 @@ def _search(args) -> int:
     c = config.cluster
     print(f"nasps: searching into {run_dir} (S={c.parameter_servers}, K={c.replicas}, "
           f"m={c.children_per_replica}, budget {config.budget.children} children)", flush=True)
-    printer = _ProgressPrinter(config.budget.children)
+    from nasps.spaces import build_space
+    view = ProgressView(config.budget.children, build_space(config.space).depth_at)
     try:
-        summary = run_search(config, run_dir, address=args.address, on_progress=printer)
+        summary = run_search(config, run_dir, address=args.address, on_progress=view)
     except KeyboardInterrupt:
+        view.close()
         print(f"\nnasps: interrupted; finished children are kept in {run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
     p = summary.progress
-    printer(p, final=True)
+    view(p, final=True)
     if p.stop_reason == "sample_cap":
         print(f"nasps: stopped early: {p.samples} architectures sampled (budget.max_samples) "
               f"but only {p.trained} distinct ones trained; the policy keeps repeating itself")
@@ -140,26 +142,60 @@ def _export(args) -> int:
     return 0
 
 
-class _ProgressPrinter:
-    """A progress line at most every few seconds (plain lines: fine in logs and terminals)."""
+class ProgressView:
+    """What a search shows while it runs: children done of budget, best reward, children per
+    minute, ETA, counts by status and the depth in force.
 
-    def __init__(self, budget: int, every_s: float = 5.0):
+    On a terminal it is one live line with a bar (rich); otherwise (a log file, a pipe, CI) a
+    plain line every ``every_s`` seconds and a last one at the end.
+    """
+
+    def __init__(self, budget: int, depth_at=None, stream=None, every_s: float = 5.0):
         self.budget = budget
+        self.depth_at = depth_at or (lambda samples: None)
+        self.stream = stream or sys.stdout
         self.every_s = every_s
-        self.last = 0.0
         self.start = time.time()
+        self.last = 0.0
+        self._live = None
+        if self.stream.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            self._live = Progress(TextColumn("children"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                                  TimeElapsedColumn(),
+                                  TextColumn("{task.fields[info]}"), console=Console(file=self.stream),
+                                  transient=False)
+            self._task = self._live.add_task("search", total=budget, info="starting actors")
+            self._live.start()
+
+    def info(self, p) -> str:
+        elapsed = time.time() - self.start
+        rate = 60.0 * p.trained / elapsed if elapsed > 0 and p.trained else 0.0
+        eta = f"{(self.budget - p.trained) / rate:.1f} min" if rate else "-"
+        best = f"{p.best_reward:.5g}" if p.best_reward is not None else "-"
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(p.by_status.items())) or "-"
+        depth = self.depth_at(p.samples)
+        depth_text = f"  depth {depth}" if depth is not None else ""
+        return (f"best {best}  {rate:.1f}/min  ETA {eta}  cached {p.cached}  in flight {p.in_flight}"
+                f"{depth_text}  ({statuses})")
 
     def __call__(self, p, final: bool = False) -> None:
+        if self._live is not None:
+            self._live.update(self._task, completed=p.trained, info=self.info(p))
+            if final:
+                self.close()
+            return
         now = time.time()
         if not final and now - self.last < self.every_s:
             return
         self.last = now
-        elapsed = now - self.start
-        rate = 60.0 * p.trained / elapsed if elapsed > 0 else 0.0
-        best = f"{p.best_reward:.5g}" if p.best_reward is not None else "-"
-        statuses = ", ".join(f"{k} {v}" for k, v in sorted(p.by_status.items())) or "-"
-        print(f"[{elapsed:7.1f}s] children {p.trained}/{self.budget}  cached {p.cached}  "
-              f"in flight {p.in_flight}  best {best}  {rate:.1f}/min  ({statuses})", flush=True)
+        print(f"[{now - self.start:7.1f}s] children {p.trained}/{self.budget}  {self.info(p)}",
+              file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
 
 if __name__ == "__main__":

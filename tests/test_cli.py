@@ -142,3 +142,41 @@ def test_shipped_cluster_configs_load(name):
     config = load_config(ROOT / "configs" / name)
     assert config.strategy.policy == "lstm" and config.cluster.gpus_per_child == 1
     assert config.space.type == {"cifar10.yaml": "conv", "ptb.yaml": "rnn_cell"}[name]
+
+
+def test_progress_is_live_on_a_terminal_and_plain_lines_otherwise(ray_session, tmp_path):
+    """Through a pseudo-terminal the search shows rich's live line (escape codes, a bar); in a
+    pipe the same search prints plain lines with the same figures."""
+    import pty
+    path = write_config(tmp_path)
+    common = ["search", "--config", str(path), "--address", ray_session, "--set", "budget.children=10"]
+    import fcntl
+    import struct
+    import termios
+    main, follower = pty.openpty()
+    # A terminal of 160 x 40, as a user's window would report it (a bare pty reports 0 x 0).
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    child = subprocess.Popen(NASPS + common + ["--run-dir", str(tmp_path / "tty")], stdout=follower,
+                             stderr=follower, stdin=follower, cwd=ROOT, close_fds=True,
+                             env=dict(os.environ, COLUMNS="160", LINES="40"))
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    assert child.wait(timeout=120) == 0
+    text = seen.decode("utf-8", "replace")
+    assert "\x1b[" in text and "10/10" in text and "ETA" in text and "children" in text
+    assert "━" in text  # rich's bar
+
+    piped = nasps(*common, "--run-dir", str(tmp_path / "pipe"))
+    assert piped.returncode == 0, piped.stderr
+    lines = [line for line in piped.stdout.splitlines() if line.startswith("[")]
+    assert lines and "\x1b[" not in piped.stdout
+    assert "children 10/10" in lines[-1] and "ETA" in lines[-1] and "best" in lines[-1]
