@@ -113,9 +113,14 @@ class CurriculumConfig:
         if self.add_layers and self.start_depth > self.max_depth:
             raise ConfigError(f"{key}.start_depth: {self.start_depth} is above max_depth {self.max_depth}")
 
+    @property
+    def deepest(self) -> int:
+        """The largest depth the curriculum reaches (max_depth only matters when it grows)."""
+        return self.max_depth if self.add_layers else self.start_depth
+
     def depth_at(self, samples: int) -> int:
         steps = samples // self.every_children
-        return min(self.max_depth, self.start_depth + steps * self.add_layers)
+        return min(self.deepest, self.start_depth + steps * self.add_layers)
 
 
 CONV_LAYER_TYPES = ("conv", "max_pool", "avg_pool")

@@ -173,3 +173,11 @@ def test_report_shows_layers_and_cell_equations(tmp_path):
         else:
             assert all(line in text for line in cell_equations(best))
             assert "h_t = a2" in text
+
+
+def test_a_fixed_depth_may_exceed_the_unused_max_depth():
+    """With add_layers 0 the curriculum never grows, so max_depth is not used: every child has
+    start_depth layers."""
+    space = build_space(config({"type": "conv", "curriculum": {"start_depth": 8, "add_layers": 0,
+                                                               "max_depth": 6}}).space)
+    assert space.depth_at(0) == space.depth_at(10_000) == 8 == space.max_depth

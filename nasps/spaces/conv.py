@@ -40,8 +40,7 @@ class ConvSpace:
             "num_filters": ChoiceList("num_filters", config.num_filters),
             "stride": ChoiceList("stride", config.strides),
         }
-        growing = self.curriculum.add_layers > 0
-        self.max_depth = self.curriculum.max_depth if growing else self.curriculum.start_depth
+        self.max_depth = self.curriculum.deepest
         self._decisions = self._make_decisions(self.max_depth)
         # Decisions at each depth: a prefix of the deepest list.
         self._length = {d: len(self._make_decisions(d)) for d in range(1, self.max_depth + 1)}
@@ -64,7 +63,7 @@ class ConvSpace:
         return self._decisions[:self._length[depth]]
 
     def depth_at(self, samples: int) -> int:
-        return min(self.max_depth, self.curriculum.depth_at(samples))
+        return self.curriculum.depth_at(samples)
 
     def decode(self, actions: Sequence[int]) -> Architecture:
         depth = self._depth_of_length.get(len(actions))
