@@ -75,10 +75,7 @@ class CategoricalSpaceConfig:
         "the decisions, in the order the policy makes them", min_items=1)
 
     def check(self, key: str) -> None:
-        names = [d.name for d in self.decisions]
-        for name in names:
-            if names.count(name) > 1:
-                raise ConfigError(f"{key}.decisions: the name {name!r} is used twice")
+        _check_unique_names(f"{key}.decisions", self.decisions)
 
 
 def _check_choices(key: str, values: Sequence[Any], allowed: Sequence[Any] = (), minimum: int = 1) -> None:
@@ -92,7 +89,7 @@ def _check_choices(key: str, values: Sequence[Any], allowed: Sequence[Any] = (),
             raise ConfigError(f"{key}[{i}]: must be >= {minimum}, got {value}")
 
 
-def _check_hyperparameters(key: str, decisions: Sequence[DecisionConfig]) -> None:
+def _check_unique_names(key: str, decisions: Sequence[DecisionConfig]) -> None:
     names = [d.name for d in decisions]
     for name in names:
         if names.count(name) > 1:
@@ -152,7 +149,7 @@ class ConvSpaceConfig:
         for name in ("filter_heights", "filter_widths", "num_filters", "strides"):
             _check_choices(f"{key}.{name}", getattr(self, name))
         _check_choices(f"{key}.layer_types", self.layer_types, CONV_LAYER_TYPES)
-        _check_hyperparameters(f"{key}.hyperparameters", self.hyperparameters)
+        _check_unique_names(f"{key}.hyperparameters", self.hyperparameters)
         lists = (self.filter_heights, self.filter_widths, self.num_filters, self.strides, self.layer_types)
         decides = self.skip_connections or any(len(values) > 1 for values in lists)
         if self.curriculum.add_layers and not decides:
@@ -185,7 +182,7 @@ class RnnCellSpaceConfig:
             raise ConfigError(f"{key}.base: must be one of 2, 4, 8, 16; got {self.base}")
         _check_choices(f"{key}.combinations", self.combinations, RNN_COMBINATIONS)
         _check_choices(f"{key}.activations", self.activations, RNN_ACTIVATIONS)
-        _check_hyperparameters(f"{key}.hyperparameters", self.hyperparameters)
+        _check_unique_names(f"{key}.hyperparameters", self.hyperparameters)
 
 
 # A tagged union: a section without a `type` key is the first of these.
