@@ -59,9 +59,12 @@ def _image_shapes(evaluator) -> tuple[Optional[int], Optional[int]]:
     if isinstance(dataset, Cifar10DatasetConfig):
         return 3, 10
     if isinstance(dataset, ImageFolderDatasetConfig):
-        root = Path(dataset.root).expanduser()
-        classes = sum(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()) if root.is_dir() else 0
-        return (1 if dataset.grayscale else 3), (classes or None)
+        from nasps.data.images import class_folders
+        try:
+            classes: Optional[int] = len(class_folders(dataset)[1])
+        except UserInputError:
+            classes = None  # the images are not on this machine: build_model asks for it
+        return (1 if dataset.grayscale else 3), classes
     return None, None
 
 

@@ -106,8 +106,9 @@ def _cifar10_train(config: Cifar10DatasetConfig) -> tuple[torch.Tensor, torch.Te
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
-def _image_folder(config: ImageFolderDatasetConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
-    from PIL import Image, UnidentifiedImageError
+def class_folders(config: ImageFolderDatasetConfig) -> tuple[Path, list[str]]:
+    """The dataset's root and its class folders, sorted (hidden folders are not classes).
+    A missing root or fewer than two classes is a clear error."""
     root = Path(config.root).expanduser()
     if not root.is_dir():
         raise UserInputError(f"evaluator.dataset.root: {root} is not a folder of class folders")
@@ -115,6 +116,12 @@ def _image_folder(config: ImageFolderDatasetConfig) -> tuple[torch.Tensor, torch
     if len(classes) < 2:
         raise UserInputError(f"evaluator.dataset.root: {root} needs at least two class folders "
                              f"(root/<class>/<image>), found {len(classes)}")
+    return root, classes
+
+
+def _image_folder(config: ImageFolderDatasetConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
+    from PIL import Image, UnidentifiedImageError
+    root, classes = class_folders(config)
     images, labels = [], []
     size = (config.image_size, config.image_size)
     for label, name in enumerate(classes):
@@ -148,9 +155,4 @@ def check_available(config) -> None:
                 f"evaluator.dataset.root: no CIFAR-10 at {folder}; put torchvision's "
                 "cifar-10-batches-py folder there, or set evaluator.dataset.download: true")
     elif isinstance(config, ImageFolderDatasetConfig):
-        root = Path(config.root).expanduser()
-        if not root.is_dir():
-            raise UserInputError(f"evaluator.dataset.root: {root} is not a folder of class folders")
-        if sum(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()) < 2:
-            raise UserInputError(f"evaluator.dataset.root: {root} needs at least two class folders "
-                                 "(root/<class>/<image>)")
+        class_folders(config)
