@@ -21,6 +21,7 @@ number of decisions, so a growing depth curriculum keeps the same vector.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -48,10 +49,7 @@ class _Params:
 
     def __init__(self, flat: torch.Tensor, layout: dict[str, tuple[int, tuple[int, ...]]]):
         for name, (offset, shape) in layout.items():
-            size = 1
-            for s in shape:
-                size *= s
-            setattr(self, name, flat[offset:offset + size].view(shape))
+            setattr(self, name, flat[offset:offset + math.prod(shape)].view(shape))
 
     def get(self, name: str) -> torch.Tensor:
         return getattr(self, name)
@@ -91,10 +89,7 @@ class LSTMPolicy:
         offset = 0
         for name, shape in shapes.items():
             self._layout[name] = (offset, shape)
-            size = 1
-            for s in shape:
-                size *= s
-            offset += size
+            offset += math.prod(shape)
         self.num_params = offset
         self._kind_index = {kind: k for k, kind in enumerate(self.kinds)}
         self._programs: dict[int, list[_Step]] = {}
