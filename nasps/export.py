@@ -25,7 +25,7 @@ from nasps.config import (
 )
 from nasps.errors import UserInputError
 from nasps.spaces import describe
-from nasps.store import STORE_NAME, ChildRow, ResultsStore
+from nasps.store import STORE_NAME, ChildRow, ResultsStore, ranked_children
 
 ARCH_FILE, MODEL_FILE = "architecture.json", "model.py"
 
@@ -36,7 +36,7 @@ def ranked_child(run_dir: Path, rank: int) -> tuple[ChildRow, dict]:
         raise UserInputError(f"{run_dir}: no such run directory")
     store = ResultsStore(run_dir / STORE_NAME)
     try:
-        ranked = [r for r in store.children(order="reward") if r.status == "ok" and not r.cached]
+        ranked = ranked_children(store.children())
         config = store.meta().get("config")
     finally:
         store.close()

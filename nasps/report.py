@@ -13,7 +13,7 @@ from typing import Optional
 
 from nasps.errors import UserInputError
 from nasps.spaces import describe
-from nasps.store import STORE_NAME, ChildRow, ResultsStore
+from nasps.store import STORE_NAME, ChildRow, ResultsStore, ranked_children
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,7 @@ def summarize(run_dir: str | Path, top: int = 10) -> RunReport:
     starts = [r.started_at for r in trained if r.started_at is not None]
     ends = [r.finished_at for r in trained if r.finished_at is not None]
     wall = (max(ends) - min(starts)) if starts and ends else 0.0
-    ranked = sorted((r for r in rows if r.status == "ok" and not r.cached and r.reward is not None),
-                    key=lambda r: (-r.reward, r.id))
+    ranked = ranked_children(rows)
     staleness = [p[5] for p in pushes if p[6]]
     return RunReport(
         run_dir=str(run_dir), children=len(rows), trained=len(trained),

@@ -77,6 +77,13 @@ class ChildRow:
     depth: Optional[int] = None
 
 
+def ranked_children(rows: Sequence[ChildRow]) -> list[ChildRow]:
+    """Trained children that finished ok, best reward first (the earlier child first on a tie):
+    the order of every "top" and "rank" nasps shows."""
+    scored = (r for r in rows if r.status == "ok" and not r.cached and r.reward is not None)
+    return sorted(scored, key=lambda r: (-r.reward, r.id))
+
+
 class ResultsStore:
     """Writes and reads one run's ``results.sqlite``."""
 
