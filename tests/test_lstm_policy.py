@@ -8,10 +8,10 @@ import torch
 from nasps.config import config_from_dict
 from nasps.policies import LSTMPolicy, build_policy
 from nasps.search import run_serial
-from nasps.spaces import Architecture, build_space
+from nasps.spaces import build_space
 from nasps.store import ResultsStore
 from tests.conftest import toy_config
-from tests.toys import TARGET
+from tests.test_serial_search import best_probability
 
 CONV = {"type": "conv", "strides": [1, 2], "hyperparameters": [{"name": "lr", "choices": [0.1, 0.01]}],
         "curriculum": {"start_depth": 4, "add_layers": 0}}
@@ -106,12 +106,6 @@ def test_kinds_must_agree_on_their_choices():
         LSTMPolicy([Decision("a", 3, "x"), Decision("b", 4, "x")], LSTMPolicyConfig())
 
 
-def best_probability(policy, params) -> float:
-    best = build_space(toy_config().space).encode(Architecture.from_value("categorical", TARGET))
-    log_prob, _ = policy.log_probs(params, [best])
-    return float(log_prob.exp())
-
-
 def test_lstm_learns_the_toy_and_beats_random(tmp_path):
     """Within 300 sampled architectures (m = 5, learning rate 0.02) the best of the 144 rises
     from probability 1/144 to above 0.9; random search's samples stay near the mean reward."""
@@ -120,8 +114,8 @@ def test_lstm_learns_the_toy_and_beats_random(tmp_path):
     cfg = toy_config(strategy=strategy, cluster={"children_per_replica": 5}, budget=budget)
     _, shard = run_serial(cfg, tmp_path / "lstm")
     policy = build_policy(cfg.strategy, build_space(cfg.space).decisions())
-    assert best_probability(policy, policy.initial_params(cfg.seed)) < 0.02
-    assert best_probability(policy, shard.pull()[0]) > 0.9
+    assert best_probability(cfg, policy.initial_params(cfg.seed)) < 0.02
+    assert best_probability(cfg, shard.pull()[0]) > 0.9
     run_serial(toy_config(strategy={"type": "random"}, budget=budget), tmp_path / "random")
     lstm = [r.reward for r in ResultsStore(tmp_path / "lstm" / "results.sqlite").children()]
     random = [r.reward for r in ResultsStore(tmp_path / "random" / "results.sqlite").children()]

@@ -5,9 +5,9 @@ import statistics
 
 import pytest
 
-from nasps.policies import FactorizedPolicy
+from nasps.policies import build_policy
 from nasps.search import run_serial
-from nasps.spaces import build_space
+from nasps.spaces import Architecture, build_space
 from nasps.store import ResultsStore
 from tests.conftest import toy_config
 from tests.toys import TARGET
@@ -16,13 +16,11 @@ SAMPLES = 300  # stated budget: 300 sampled architectures (cached repeats includ
 
 
 def best_probability(config, params) -> float:
+    """P(the toy's one best architecture) under the config's policy at ``params``."""
     space = build_space(config.space)
-    probs = FactorizedPolicy(space.decisions()).probabilities(params)
-    best = space.encode(space.decode([0, 0, 0, 0]).from_value("categorical", TARGET))
-    p = 1.0
-    for dist, index in zip(probs, best):
-        p *= float(dist[index])
-    return p
+    policy = build_policy(config.strategy, space.decisions())
+    log_prob, _ = policy.log_probs(params, [space.encode(Architecture.from_value("categorical", TARGET))])
+    return float(log_prob.exp())
 
 
 def run(tmp_path, strategy, seed):
