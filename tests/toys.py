@@ -50,3 +50,16 @@ def conv_toy(arch: dict) -> float:
 def cell_toy(arch: dict) -> float:
     """An rnn_cell architecture's score: the fraction of its nodes that use tanh."""
     return sum(node["activation"] == "tanh" for node in arch["nodes"]) / len(arch["nodes"])
+
+
+def gpu_probe(arch: dict) -> dict:
+    """Which GPUs Ray gave this child's worker and what CUDA sees, held for 1.5 s so that
+    children overlap (the placement test needs them all running at once)."""
+    import ray  # only inside a Ray worker; the module itself stays free of Ray
+
+    started = time.time()
+    gpu_ids = [str(i) for i in ray.get_gpu_ids()]
+    time.sleep(1.5)
+    return {"reward": match_fraction(arch),
+            "metrics": {"gpu_ids": gpu_ids, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                        "pid": os.getpid(), "started": started, "finished": time.time()}}

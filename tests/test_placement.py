@@ -1,0 +1,183 @@
+"""Children placed on GPUs by `cluster.gpus_per_child`, on a Ray head that declares 4 GPUs.
+
+The machine needs no GPU: Ray hands out the 4 declared GPU ids and sets CUDA_VISIBLE_DEVICES
+in each worker as it would on real hardware, which is what placement is about. The head is
+this module's own (the session's has no GPUs) and the search runs as the `nasps` command, so
+this test process, joined to the session's Ray by other tests, never joins a second cluster.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nasps.store import ResultsStore
+from tests.conftest import NASPS, ROOT, TOY_SPACE, _free_port
+
+GPUS = 4
+# The toy space and a decision of 1000 choices: random children that never repeat, so every
+# worker trains a child of its own in the first round (a repeat would wait for its twin instead).
+SPACE = {"type": "categorical",
+         "decisions": TOY_SPACE["decisions"] + [{"name": "e", "choices": list(range(1000))}]}
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Processes of one Unix session: the head started below and everything it spawned."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+        if int(fields[3]) == sid:  # state ppid pgrp session ...
+            pids.append(int(entry.name))
+    return pids
+
+
+def _stop_head(head: subprocess.Popen) -> None:
+    """Stop only this head: SIGTERM to `ray start --block` (it drains and stops what it
+    started), then SIGKILL whatever is left of its session. `ray stop` would stop every Ray on
+    the machine, the session's cluster included."""
+    head.send_signal(signal.SIGTERM)
+    try:
+        head.wait(timeout=45)
+    except subprocess.TimeoutExpired:
+        head.kill()
+        head.wait()
+    deadline = time.time() + 15
+    while (left := _session_pids(head.pid)) and time.time() < deadline:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    assert not _session_pids(head.pid), "processes of the GPU head outlived it"
+
+
+@pytest.fixture(scope="module")
+def gpu_address():
+    """A Ray head of 8 CPUs and 4 declared GPUs, on ports of its own, stopped at the end."""
+    ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+    temp_dir = tempfile.mkdtemp(prefix="nasps-gpu-ray-")  # short: Ray's socket paths live here
+    port = _free_port()
+    # Every port Ray would otherwise take from its defaults, so it never meets the session's head.
+    ports = ["ray-client-server-port", "dashboard-port", "dashboard-agent-listen-port",
+             "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
+             "node-manager-port", "object-manager-port"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    log = open(Path(temp_dir) / "head.log", "w")
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=8", f"--num-gpus={GPUS}",
+         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
+        + [f"--{name}={_free_port()}" for name in ports],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:  # up once the node's resources, GPUs included, are registered
+            assert head.poll() is None, (Path(temp_dir) / "head.log").read_text()[-3000:]
+            status = subprocess.run([ray_bin, "status", f"--address={address}"], env=env,
+                                    capture_output=True, text=True)
+            if status.returncode == 0 and f"/{GPUS}.0 GPU" in status.stdout:
+                break
+            assert time.time() < deadline, status.stdout + status.stderr
+            time.sleep(0.5)
+        yield address
+    finally:
+        _stop_head(head)
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def search(address: str, tmp_path: Path, *, gpus_per_child: float, replicas: int,
+           children_per_replica: int, children: int) -> list:
+    """Run a search of `tests.toys:gpu_probe` children on the GPU head; its trained rows."""
+    config = {"space": SPACE, "evaluator": {"type": "python", "target": "tests.toys:gpu_probe"},
+              "strategy": {"type": "random"},
+              "cluster": {"replicas": replicas, "children_per_replica": children_per_replica,
+                          "cpus_per_child": 0.5, "gpus_per_child": gpus_per_child},
+              "budget": {"children": children}, "logging": {"tensorboard": False}, "seed": 0}
+    path, run_dir = tmp_path / "search.yaml", tmp_path / "run"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(NASPS + ["search", "--config", str(path), "--run-dir", str(run_dir),
+                                     "--address", address],
+                            cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    store = ResultsStore(run_dir / "results.sqlite")
+    try:
+        rows = [r for r in store.children() if not r.cached]
+    finally:
+        store.close()
+    assert len(rows) == children and all(r.status == "ok" for r in rows), [r.error for r in rows]
+    return rows
+
+
+def gpus_of_workers(rows: list) -> dict[int, tuple[str, ...]]:
+    """Each worker's (pid's) GPU ids, checking that every child saw what Ray gave its worker."""
+    placed = {}
+    for r in rows:
+        ids = tuple(r.metrics["gpu_ids"])
+        assert r.metrics["cuda_visible_devices"] == ",".join(ids)  # CUDA sees only its GPUs
+        assert placed.setdefault(r.metrics["pid"], ids) == ids  # a worker keeps its GPUs
+    return placed
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    """The largest number of intervals open at one instant."""
+    # At a tie an end sorts before a start: a child that starts as another ends does not overlap.
+    events = sorted([(end, -1) for _, end in intervals] + [(start, 1) for start, _ in intervals])
+    running = peak = 0
+    for _, change in events:
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+def intervals(rows: list) -> list[tuple[float, float]]:
+    return [(r.metrics["started"], r.metrics["finished"]) for r in rows]
+
+
+def test_half_a_gpu_each_packs_two_children_per_gpu(gpu_address, tmp_path):
+    rows = search(gpu_address, tmp_path, gpus_per_child=0.5, replicas=4, children_per_replica=2,
+                  children=16)
+    placed = gpus_of_workers(rows)
+    assert all(len(ids) == 1 for ids in placed.values())  # every child saw exactly one GPU
+    workers_on = defaultdict(set)
+    for pid, (gpu,) in placed.items():
+        workers_on[gpu].add(pid)
+    assert len(placed) == 8
+    assert {gpu: len(pids) for gpu, pids in workers_on.items()} == {str(g): 2 for g in range(GPUS)}
+    # All 8 children ran at once, and never more than 2 on one GPU.
+    assert most_at_once(intervals(rows)) == 8
+    for gpu in workers_on:
+        assert most_at_once(intervals([r for r in rows if r.metrics["gpu_ids"] == [gpu]])) <= 2
+
+
+def test_one_gpu_each_gives_every_worker_its_own(gpu_address, tmp_path):
+    rows = search(gpu_address, tmp_path, gpus_per_child=1, replicas=2, children_per_replica=2,
+                  children=8)
+    placed = gpus_of_workers(rows)
+    assert len(placed) == 4 and all(len(ids) == 1 for ids in placed.values())
+    assert sorted(ids[0] for ids in placed.values()) == [str(g) for g in range(GPUS)]
+    assert most_at_once(intervals(rows)) == 4
+
+
+def test_two_gpus_each_split_the_four_between_two_workers(gpu_address, tmp_path):
+    rows = search(gpu_address, tmp_path, gpus_per_child=2, replicas=1, children_per_replica=2,
+                  children=4)
+    placed = gpus_of_workers(rows)
+    assert len(placed) == 2 and all(len(ids) == 2 == len(set(ids)) for ids in placed.values())
+    assert sorted(g for ids in placed.values() for g in ids) == [str(g) for g in range(GPUS)]
+    assert most_at_once(intervals(rows)) == 2
