@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 from nasps.config import load_config
@@ -30,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     search = sub.add_parser("search", help="run a search")
-    search.add_argument("--config", required=True, metavar="FILE", help="YAML config of the search")
+    search.add_argument("--config", metavar="FILE", help="YAML config of the search")
+    search.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue the search in RUN_DIR (its own config; --set may change "
+                             "budget.* and cluster.* only)")
     search.add_argument("--run-dir", metavar="DIR", help="where results go (default runs/<time>)")
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override a config key, e.g. --set budget.children=50 (repeatable)")
@@ -46,11 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--top", type=int, default=10, help="how many architectures to list")
     report.add_argument("--format", choices=["text", "json"], default="text",
                         help="text for people, json for scripts")
+    report.add_argument("--compare", nargs="+", default=[], metavar="OTHER_RUN",
+                        help="other run directories to compare with (a random search, say)")
+    report.add_argument("--no-plots", action="store_true",
+                        help="do not write the PNG plots to RUN_DIR/report/")
 
     export = sub.add_parser("export", help="write an architecture as JSON and as a standalone PyTorch file")
     export.add_argument("run_dir", metavar="RUN_DIR")
     export.add_argument("--rank", type=int, default=1, help="1 = the best child (by reward), 2 = the next...")
     export.add_argument("--out", required=True, metavar="DIR", help="folder for architecture.json and model.py")
+
+    train = sub.add_parser("train", help="the final training of a searched architecture, with a small grid")
+    train.add_argument("--arch", required=True, metavar="RUN_DIR[:RANK]",
+                       help="the run directory, and the rank of its child (default 1, the best)")
+    train.add_argument("--config", required=True, metavar="FILE", help="YAML config of the final training")
+    train.add_argument("--out", metavar="DIR", help="where the weights and training.json go "
+                                                    "(default RUN_DIR/final-rank<RANK>)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
+    train.add_argument("--address", metavar="ADDR",
+                       help="join this Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)")
     return parser
 
 
@@ -59,7 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
     try:
-        commands = {"search": _search, "validate": _validate, "report": _report, "export": _export}
+        commands = {"search": _search, "validate": _validate, "report": _report, "export": _export,
+                    "train": _train}
         return commands[args.command](args)
     except UserInputError as exc:
         print(f"nasps: error: {exc}", file=sys.stderr)
@@ -93,21 +112,32 @@ def _check_runnable(config, path: str) -> None:
 
 def _search(args) -> int:
     from nasps.report import format_report, summarize
-    from nasps.rundir import default_run_dir, prepare_run_dir
+    from nasps.rundir import default_run_dir, open_for_resume, prepare_run_dir
 
-    config = load_config(args.config, args.overrides)
-    _check_runnable(config, args.config)
-    run_dir = prepare_run_dir(args.run_dir or default_run_dir())
+    if (args.config is None) == (args.resume is None):
+        raise UserInputError("search: give --config FILE for a new search, or --resume RUN_DIR to continue one")
+    if args.resume and args.run_dir:
+        raise UserInputError("--run-dir: a resumed search stays in its own directory (--resume RUN_DIR)")
+    if args.resume:
+        config = open_for_resume(args.resume, args.overrides)
+        _check_runnable(config, args.resume)
+        run_dir = Path(args.resume)
+    else:
+        config = load_config(args.config, args.overrides)
+        _check_runnable(config, args.config)
+        run_dir = prepare_run_dir(args.run_dir or default_run_dir())
 
     from nasps.runtime.driver import run_search  # imports Ray: only once the input is known to be good
 
     c = config.cluster
-    print(f"nasps: searching into {run_dir} (S={c.parameter_servers}, K={c.replicas}, "
-          f"m={c.children_per_replica}, budget {config.budget.children} children)", flush=True)
+    doing = "resuming" if args.resume else "searching into"
+    print(f"nasps: {doing} {run_dir} (S={c.parameter_servers}, K={c.replicas}, m={c.children_per_replica}, "
+          f"budget {config.budget.children} children)", flush=True)
     from nasps.spaces import build_space
     view = ProgressView(config.budget.children, build_space(config.space).depth_at)
     try:
-        summary = run_search(config, run_dir, address=args.address, on_progress=view)
+        summary = run_search(config, run_dir, address=args.address, on_progress=view,
+                             resume=args.resume is not None)
     except KeyboardInterrupt:
         view.close()
         print(f"\nnasps: interrupted; finished children are kept in {run_dir}", file=sys.stderr)
@@ -126,18 +156,55 @@ def _search(args) -> int:
 
 
 def _report(args) -> int:
-    from nasps.report import format_report, report_json, summarize
-    report = summarize(args.run_dir, top=args.top)
+    from nasps.report import format_comparison, format_report, load_run, report_json, summarize, write_report_plots
+    if args.top < 0:
+        raise UserInputError(f"--top {args.top}: must be 0 or more")
+    run = load_run(args.run_dir)
+    compare = [load_run(other) for other in args.compare]
+    report = summarize(run, top=args.top)
+    others = [summarize(other, top=args.top) for other in compare]
+    plots = [] if args.no_plots else write_report_plots(run, compare)
     if args.format == "json":
-        print(json.dumps(report_json(report), indent=2, allow_nan=False))
-    else:
-        print(format_report(report))
+        data = report_json(report)
+        data["plots"] = [str(p) for p in plots]
+        data["compare"] = [report_json(other) for other in others]
+        print(json.dumps(data, indent=2, allow_nan=False))
+        return 0
+    print(format_report(report))
+    if others:
+        print()
+        print(format_comparison([report, *others]))
+    if plots:
+        print()
+        print(f"plots: {len(plots)} PNG files in {plots[0].parent}")
     return 0
 
 
 def _export(args) -> int:
     from nasps.export import export
     for path in export(args.run_dir, args.rank, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _train(args) -> int:
+    from nasps.config import FinalTrainingConfig
+    from nasps.final import check_out_dir, default_out, prepare, save
+    training = load_config(args.config, args.overrides, root=FinalTrainingConfig)
+    job = prepare(args.arch, training)
+    out = check_out_dir(Path(args.out) if args.out else default_out(job), job)
+    print(f"final training of child {job.child_id} (rank {job.rank}) of {job.run_dir}: "
+          f"{len(job.trials)} grid point(s), {job.evaluator.epochs} epochs, "
+          f"width x{training.width_multiplier}", flush=True)
+    from nasps.runtime.final import run_grid
+    records, best, weights = run_grid(job, args.address)
+    for r in records:
+        outcome = (f"validation {r['score']:.5g}" if r["score"] is not None else f"{r['status']}: {r['error']}")
+        print(f"  trial {r['trial']} {r['settings']}: {outcome}{'  <- chosen' if r is best else ''}")
+    test = {k: v for k, v in best.items() if k.startswith("test_")}
+    print("test: " + (", ".join(f"{k[5:]} {v:.5g}" for k, v in test.items() if v is not None)
+                      or "the dataset has no test split"))
+    for path in save(out, job, records, best, weights):
         print(f"wrote {path}")
     return 0
 
@@ -157,6 +224,7 @@ class ProgressView:
         self.every_s = every_s
         self.start = time.time()
         self.last = 0.0
+        self.first_trained: Optional[int] = None  # a resumed search starts with some trained
         self._live = None
         if self.stream.isatty():
             from rich.console import Console
@@ -170,7 +238,10 @@ class ProgressView:
 
     def info(self, p) -> str:
         elapsed = time.time() - self.start
-        rate = 60.0 * p.trained / elapsed if elapsed > 0 and p.trained else 0.0
+        if self.first_trained is None:
+            self.first_trained = p.trained
+        done = p.trained - self.first_trained
+        rate = 60.0 * done / elapsed if elapsed > 0 and done else 0.0
         eta = f"{(self.budget - p.trained) / rate:.1f} min" if rate else "-"
         best = f"{p.best_reward:.5g}" if p.best_reward is not None else "-"
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(p.by_status.items())) or "-"

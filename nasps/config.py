@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import math
 import re
 import types
@@ -316,6 +317,10 @@ class ImageClassificationEvaluatorConfig:
     momentum: float = option(0.9, "SGD momentum", min=0.0, below=1.0)
     nesterov: bool = option(True, "Nesterov momentum")
     weight_decay: float = option(1e-4, "L2 weight decay", min=0.0)
+    bn_epsilon: float = option(1e-5, "batch norm epsilon of every conv layer", above=0.0)
+    lr_decay_epoch: Union[int, None] = option(
+        None, "with schedule step: the epoch where the learning rate drops 10x "
+              "(null: 10x at half of the epochs, 100x at three quarters)", min=1)
     schedule: Literal["cosine", "step", "constant"] = option(
         "cosine", "learning-rate schedule over the epochs: cosine, step (x0.1 at 50% and 75%), constant")
     crop_padding: int = option(4, "augmentation: random crops of the image padded by this many pixels "
@@ -419,6 +424,22 @@ class BudgetConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CheckpointConfig:
+    """How often the learning state is saved to RUN_DIR/checkpoint.pt (for --resume)."""
+
+    every_s: float = option(60.0, "save at least this often, in seconds, while the policy changes",
+                            above=0.0)
+    every_updates: int = option(100, "save after this many controller updates (all replicas)", min=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoggingConfig:
+    """What a search writes besides its results store."""
+
+    tensorboard: bool = option(True, "write TensorBoard event files under RUN_DIR/tb")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """A whole search: what to search, how, how to score, where to run, when to stop."""
 
@@ -429,6 +450,10 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig,
                                    metadata={"doc": "actors and resources"})
     budget: BudgetConfig = field(default_factory=BudgetConfig, metadata={"doc": "when to stop"})
+    logging: LoggingConfig = field(default_factory=LoggingConfig,
+                                   metadata={"doc": "what a search writes besides its results"})
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig,
+                                         metadata={"doc": "when the learning state is saved"})
     seed: int = option(0, "seed of every random choice nasps makes", min=0)
 
     def check(self, key: str) -> None:
@@ -453,10 +478,54 @@ class Config:
                 _check_range(_convert(value, hints[decision.name], where), fields[decision.name].metadata, where)
 
 
+@dataclass(frozen=True, kw_only=True)
+class FinalTrainingConfig:
+    """``nasps train``: the final training of a searched architecture (a config file of its own).
+
+    Every combination of the ``grid`` lists is trained, in parallel on Ray; the one with the best
+    validation score is kept and scored on the test split."""
+
+    evaluator: Union[ImageClassificationEvaluatorConfig, LanguageModelEvaluatorConfig, None] = option(
+        None, "how to train; null = the search's own evaluator section (read from the run directory)")
+    epochs: Union[int, None] = option(None, "training epochs (null = the evaluator's)", min=1)
+    width_multiplier: float = option(
+        1.0, "scales every conv layer's filters, or the language model's hidden units", above=0.0)
+    grid: dict[str, Any] = field(default_factory=dict, metadata={
+        "doc": "evaluator settings to try, each a list of values, e.g. {learning_rate: [0.1, 0.05], "
+               "weight_decay: [1e-4, 5e-4], bn_epsilon: [1e-5, 1e-3], lr_decay_epoch: [20, 30]}"})
+    cpus_per_trial: float = option(1.0, "CPUs reserved for each grid point's training", min=0.0)
+    gpus_per_trial: float = option(0.0, "GPUs reserved for each grid point's training", min=0.0)
+    weights_format: Literal["state_dict", "safetensors"] = option(
+        "state_dict", "state_dict: weights.pt for torch.load(weights_only=True); safetensors: "
+                      "weights.safetensors")
+    seed: int = option(0, "seed of the initial weights and of the data order", min=0)
+
+    def trials(self, evaluator: EvaluatorConfig) -> list[dict[str, Any]]:
+        """The grid's combinations as evaluator settings, each checked like the evaluator's own key."""
+        fields = {f.name: f for f in dataclasses.fields(type(evaluator))}
+        hints = get_type_hints(type(evaluator))
+        settable = [n for n, f in fields.items() if n not in ("type", "dataset", "device", "seed")
+                    and not dataclasses.is_dataclass(hints[n])]
+        axes = []
+        for name, values in self.grid.items():
+            if name not in settable:
+                raise ConfigError(f"grid.{name}: not a setting of evaluator type {evaluator.type} "
+                                  f"(one of {', '.join(settable)})")
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"grid.{name}: must be a non-empty list of values, got {values!r}")
+            checked = []
+            for i, value in enumerate(values):
+                converted = _convert(value, hints[name], f"grid.{name}[{i}]")
+                _check_range(converted, fields[name].metadata, f"grid.{name}[{i}]")
+                checked.append(converted)
+            axes.append([(name, v) for v in checked])
+        return [dict(combination) for combination in itertools.product(*axes)]
+
+
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+def load_config(path: str | Path, overrides: Sequence[str] = (), root: type = Config) -> Any:
     """Read a YAML config, apply ``--set KEY=VALUE`` overrides, validate. Errors name the file."""
     path = Path(path)
     try:
@@ -481,7 +550,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     try:
         for item in overrides:
             apply_override(raw, item)
-        return config_from_dict(raw)
+        return config_from_dict(raw, root)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
@@ -507,8 +576,9 @@ def apply_override(raw: dict, item: str) -> None:
     node[parts[-1]] = value
 
 
-def config_from_dict(raw: Mapping[str, Any]) -> Config:
-    return _build(Config, raw, "")
+def config_from_dict(raw: Mapping[str, Any], root: type = Config) -> Any:
+    """``root`` is Config (a search) or FinalTrainingConfig (``nasps train``)."""
+    return _build(root, raw, "")
 
 
 def config_to_dict(config: Any) -> Any:

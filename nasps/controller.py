@@ -7,6 +7,7 @@ number of its next push.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -17,6 +18,7 @@ from nasps.ledger import Outcome
 from nasps.policies import Policy, SampledBatch
 from nasps.reinforce import policy_gradient
 from nasps.spaces import Architecture, SearchSpace
+from nasps.store import RoundStats
 
 
 def replica_seed(seed: int, replica: int) -> int:
@@ -85,6 +87,13 @@ class Controller:
         self.baseline = update.baseline
         return update.gradient
 
+    def round_stats(self, seq: int, sampled: SampledBatch, scored: Sequence[Scored],
+                    depth: Optional[int]) -> RoundStats:
+        """What this round looked like from the controller (call after ``gradient``)."""
+        rewards = [x.reward for x in scored]
+        return RoundStats(self.replica, seq, self.baseline, statistics.fmean(sampled.entropies),
+                          statistics.fmean(rewards) if rewards else None, len(scored), depth)
+
     def next_seq(self) -> int:
         self.seq += 1
         return self.seq
@@ -96,4 +105,5 @@ class Controller:
     def load_state_dict(self, state: dict) -> None:
         self.baseline = state["baseline"]
         self.seq = state["seq"]
-        self.generator.set_state(state["generator"])
+        if state.get("generator") is not None:
+            self.generator.set_state(state["generator"])

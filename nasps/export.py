@@ -90,6 +90,7 @@ def standalone_source(value: dict, config_raw: dict) -> Optional[str]:
     if space_type == "conv":
         from nasps.children import conv as module
         channels, classes = _image_shapes(config.evaluator)
+        eps = getattr(config.evaluator, "bn_epsilon", 1e-5)
         tail = f'''
 
 # --------------------------------------------------------------------------- exported by nasps
@@ -97,9 +98,9 @@ ARCHITECTURE = {architecture}
 
 
 def build_model({_arg("in_channels", channels)}, {_arg("num_classes", classes)},
-                width_multiplier: float = 1.0) -> ConvNet:
+                width_multiplier: float = 1.0, bn_epsilon: float = {eps!r}) -> ConvNet:
     """The searched network, freshly initialised."""
-    return ConvNet(ARCHITECTURE, in_channels, num_classes, width_multiplier)
+    return ConvNet(ARCHITECTURE, in_channels, num_classes, width_multiplier, bn_epsilon)
 '''
     elif space_type == "rnn_cell":
         from nasps.children import rnn as module

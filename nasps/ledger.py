@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional
 
 from nasps.evaluators import ChildResult
 from nasps.spaces import Architecture
-from nasps.store import ResultsStore
+from nasps.store import ResultsStore, RoundStats
 
 log = logging.getLogger(__name__)
 
@@ -53,27 +53,44 @@ class Progress:
     best_reward: Optional[float] = None
     by_status: dict[str, int] = field(default_factory=dict)
     stop_reason: Optional[str] = None
+    updates: int = 0  # controller updates committed (pushes of all replicas)
     started_at: float = field(default_factory=time.time)
 
 
 class Ledger:
-    def __init__(self, store: ResultsStore, budget_children: int, sample_cap: int):
+    def __init__(self, store: ResultsStore, budget_children: int, sample_cap: int, board=None):
         self.store = store
+        self.board = board  # a nasps.board.Board, or None
         self.budget = budget_children
         self.sample_cap = sample_cap
         self.progress = Progress()
         self._finished: dict[str, Outcome] = {}  # arch hash -> first finished child
         self._in_flight: Counter[str] = Counter()  # arch hash -> children being trained
         self._statuses: Counter[str] = Counter()
-        for row in store.children():
+        rows = store.children()
+        for row in rows:
             self._note(row.arch_hash, Outcome(row.id, row.status, row.reward, row.cached, row.error))
+        # A resumed search: children admitted before the stop that never finished keep their
+        # tickets and are trained again, once (``recovered``).
+        self.recovered = [Architecture(space, text, depth) for space, text, depth in store.pending()]
+        for arch in self.recovered:
+            self._in_flight[arch.hash] += 1
+            self.progress.in_flight += 1
+        self.progress.samples = len(rows) + len(self.recovered)
 
     @property
     def tickets_left(self) -> int:
         return self.budget - self.progress.trained - self.progress.in_flight
 
-    def admit(self, hashes: list[str]) -> list[Admission]:
-        """Decide, for each sampled architecture in order, what becomes of it."""
+    def admit(self, archs: list[Architecture]) -> list[Admission]:
+        """Decide, for each sampled architecture in order, what becomes of it. Those admitted to
+        run are written down as pending, so a resumed search knows what was in flight."""
+        decisions = self._admit([a.hash for a in archs])
+        self.store.add_pending([(a.space, a.json_text, a.hash, a.depth)
+                                for a, d in zip(archs, decisions) if d.kind == "run"])
+        return decisions
+
+    def _admit(self, hashes: list[str]) -> list[Admission]:
         decisions = []
         for arch_hash in hashes:
             if self.progress.stop_reason in ("interrupted", "budget"):
@@ -116,6 +133,10 @@ class Ledger:
         self.progress.in_flight -= 1
         outcome = Outcome(row_id, result.status, result.reward, cached=False, error=result.error)
         self._note(arch.hash, outcome)
+        if self.board is not None:
+            duration = (result.finished_at - result.started_at
+                        if result.started_at is not None and result.finished_at is not None else None)
+            self.board.child(row_id, result.status, result.reward, duration, arch.depth, result.finished_at)
         return outcome
 
     def release(self, arch: Architecture) -> None:
@@ -123,6 +144,24 @@ class Ledger:
         if self._in_flight[arch.hash] > 0:
             self._in_flight[arch.hash] -= 1
             self.progress.in_flight -= 1
+            self.store.remove_pending(arch.hash)
+
+    def record_push(self, child_ids: list[int], staleness: int, rows: list[tuple],
+                    stats: Optional[RoundStats]) -> None:
+        """Commit one controller update: its shard pushes, the staleness of the children that fed
+        it, and the controller's view of the round."""
+        self.store.add_pushes(rows)
+        self.store.set_staleness(child_ids, staleness)
+        self.progress.updates += 1
+        if stats is not None:
+            self.store.add_round(stats, staleness)
+            if self.board is not None:
+                self.board.update(stats, staleness)
+
+    def close(self) -> None:
+        self.store.close()
+        if self.board is not None:
+            self.board.close()
 
     def finished(self, arch_hash: str) -> Optional[Outcome]:
         return self._finished.get(arch_hash)

@@ -1,6 +1,7 @@
-"""What a run directory says: top architectures, counts by status, throughput.
+"""What a run directory says: top architectures, counts by status, throughput, and plots.
 
-Reads ``results.sqlite`` while a search may still be writing it (WAL lets it).
+Reads ``results.sqlite`` while a search may still be writing it (WAL lets it). The plots go to
+``RUN_DIR/report/`` (made again on every report: they are views of the store, never data).
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ from pathlib import Path
 from typing import Optional
 
 from nasps.errors import UserInputError
+from nasps.plots import TOP_KS, RunData, label_of, write_plots
 from nasps.spaces import describe
 from nasps.store import STORE_NAME, ChildRow, ResultsStore, ranked_children
+
+REPORT_DIR = "report"
 
 
 @dataclass(frozen=True)
 class RunReport:
     run_dir: str
+    strategy: Optional[str]
     children: int
     trained: int
     cached: int
@@ -28,26 +33,45 @@ class RunReport:
     trained_per_min: float
     mean_staleness: Optional[float]
     pushes: int
+    top_means: dict[int, Optional[float]]  # k -> mean reward of the k best trained children
 
 
-def summarize(run_dir: str | Path, top: int = 10) -> RunReport:
+@dataclass(frozen=True)
+class StoredRun:
+    """One run directory's store, read once."""
+
+    run_dir: Path
+    rows: list[ChildRow]
+    pushes: list[tuple]
+    rounds: list[tuple]
+    strategy: Optional[str]
+
+
+def load_run(run_dir: str | Path) -> StoredRun:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserInputError(f"{run_dir}: no such run directory")
     store = ResultsStore(run_dir / STORE_NAME)
     try:
-        rows = store.children()
-        pushes = store.pushes()
+        strategy = store.meta().get("config", {}).get("strategy", {}).get("type")
+        return StoredRun(run_dir, store.children(), store.pushes(), store.rounds(), strategy)
     finally:
         store.close()
+
+
+def summarize(run_dir: str | Path | StoredRun, top: int = 10) -> RunReport:
+    run = run_dir if isinstance(run_dir, StoredRun) else load_run(run_dir)
+    rows, pushes = run.rows, run.pushes
     trained = [r for r in rows if not r.cached]
     starts = [r.started_at for r in trained if r.started_at is not None]
     ends = [r.finished_at for r in trained if r.finished_at is not None]
     wall = (max(ends) - min(starts)) if starts and ends else 0.0
     ranked = ranked_children(rows)
     staleness = [p[5] for p in pushes if p[6]]
+    top_means = {k: statistics.fmean(r.reward for r in ranked[:k]) if len(ranked) >= k else None
+                 for k in TOP_KS}
     return RunReport(
-        run_dir=str(run_dir), children=len(rows), trained=len(trained),
+        run_dir=str(run.run_dir), strategy=run.strategy, top_means=top_means, children=len(rows), trained=len(trained),
         cached=len(rows) - len(trained), by_status=dict(Counter(r.status for r in rows)),
         top=ranked[:top], wall_s=wall, trained_per_min=(60.0 * len(trained) / wall) if wall > 0 else 0.0,
         mean_staleness=statistics.fmean(staleness) if staleness else None, pushes=len(pushes))
@@ -79,8 +103,36 @@ def report_json(report: RunReport) -> dict:
         "run_dir": report.run_dir, "children": report.children, "trained": report.trained,
         "cached": report.cached, "by_status": report.by_status, "wall_s": report.wall_s,
         "trained_per_min": report.trained_per_min, "mean_staleness": report.mean_staleness,
-        "pushes": report.pushes,
+        "pushes": report.pushes, "strategy": report.strategy,
+        "top_means": {str(k): v for k, v in report.top_means.items()},
         "top": [{"rank": rank, "id": r.id, "reward": r.reward, "metrics": r.metrics, "arch": r.arch,
                  "arch_hash": r.arch_hash, "duration_s": r.duration_s, "depth": r.depth}
                 for rank, r in enumerate(report.top, 1)],
     }
+
+
+def format_comparison(reports: list[RunReport]) -> str:
+    """One line per run: what the control figure shows, in numbers."""
+    def mean(value: Optional[float]) -> str:
+        return f"{value:>9.5g}" if value is not None else f"{'-':>9}"
+    lines = [f"{'run':<32}  {'strategy':<10}  {'trained':>7}  "
+             + "  ".join(f"{'top ' + str(k):>9}" for k in TOP_KS)]
+    for r in reports:
+        lines.append(f"{Path(r.run_dir).name[:32]:<32}  {r.strategy or '-':<10}  {r.trained:>7}  "
+                     + "  ".join(mean(r.top_means[k]) for k in TOP_KS))
+    return "\n".join(lines)
+
+
+def write_report_plots(run: StoredRun, compare: list[StoredRun], top: int = 3) -> list[Path]:
+    """The PNG plots and diagrams of ``run`` (against ``compare`` in the control figure)."""
+    out_dir = run.run_dir / REPORT_DIR
+    try:
+        out_dir.mkdir(exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise UserInputError(f"{out_dir}: cannot write the plots ({exc.strerror}); "
+                             f"use --no-plots to print the report only") from None
+    data = [RunData(label_of(r.run_dir, r.strategy), r.rows, r.rounds) for r in [run, *compare]]
+    return write_plots(data[0], out_dir, data[1:], top=top)

@@ -8,12 +8,14 @@ never reused by a new one, so nothing already written is overwritten.
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
 import nasps
-from nasps.config import Config, config_to_dict, dump_config
+from nasps.checkpoint import check_resumable, load_checkpoint
+from nasps.config import Config, config_to_dict, dump_config, load_config
 from nasps.errors import UserInputError
 from nasps.store import STORE_NAME, ResultsStore
 
@@ -50,6 +52,42 @@ def open_new_store(run_dir: str | Path, config: Config) -> ResultsStore:
     store.set_meta({"config": config_to_dict(config), "nasps_version": nasps.__version__,
                     "git_commit": _git_commit(), "created_at": time.time()})
     return store
+
+
+RESUMABLE_SECTIONS = ("budget.", "cluster.")
+
+
+def open_for_resume(run_dir: str | Path, overrides: list[str]) -> Config:
+    """The config of the search in ``run_dir``, with ``--set`` changes to its budget and cluster
+    only; checks the store opens. The new config replaces ``config.yaml`` (written, then
+    renamed) and the store's meta keeps every earlier one."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserInputError(f"--resume {run_dir}: no such run directory")
+    for name in (CONFIG_NAME, STORE_NAME):
+        if not (run_dir / name).is_file():
+            raise UserInputError(f"--resume {run_dir}: no {name} there (not a nasps run directory)")
+    for item in overrides:
+        key = item.partition("=")[0]
+        if not key.startswith(RESUMABLE_SECTIONS):
+            raise UserInputError(f"--set {key}: a resumed search may change only budget.* and cluster.* keys")
+    config = load_config(run_dir / CONFIG_NAME, overrides)
+    check_resumable(config, load_checkpoint(run_dir))
+    store = ResultsStore(run_dir / STORE_NAME, create=True)  # adds tables a newer nasps has
+    try:
+        store.children()
+        meta = store.meta()
+        history = meta.get("earlier_configs", []) + [meta.get("config")]
+        store.set_meta({"config": config_to_dict(config), "earlier_configs": history,
+                        "resumed_at": meta.get("resumed_at", []) + [time.time()]})
+    except sqlite3.DatabaseError as exc:
+        raise UserInputError(f"{run_dir / STORE_NAME}: not a readable nasps results store ({exc})") from None
+    finally:
+        store.close()
+    tmp = run_dir / (CONFIG_NAME + ".tmp")
+    tmp.write_text(dump_config(config), encoding="utf-8")
+    os.replace(tmp, run_dir / CONFIG_NAME)
+    return config
 
 
 def _git_commit() -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nasps.board import Board, board_dir
 from nasps.config import Config
 from nasps.controller import Controller
 from nasps.evaluators import build_evaluator, run_child
@@ -30,7 +31,10 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
     space = build_space(config.space)
     policy = build_policy(config.strategy, space.decisions())
     evaluator = build_evaluator(config.evaluator)
-    ledger = Ledger(open_new_store(run_dir, config), config.budget.children, config.budget.sample_cap)
+    store = open_new_store(run_dir, config)
+    tb = board_dir(run_dir, config)
+    ledger = Ledger(store, config.budget.children, config.budget.sample_cap,
+                    Board(tb) if tb is not None else None)
     shard = ParameterShard(0, policy.initial_params(config.seed), adam_settings(config))
     controller = Controller(0, space, policy, config.strategy,
                             config.cluster.children_per_replica, config.seed)
@@ -38,7 +42,7 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
         while not ledger.done:
             params, version = shard.pull()
             batch, archs = controller.sample(params, ledger.progress.samples)
-            admissions = ledger.admit([a.hash for a in archs])
+            admissions = ledger.admit(archs)
             outcomes = [None] * len(archs)
             # Trained children first, so a repeat within the batch can reuse their result.
             for i, (arch, admission) in enumerate(zip(archs, admissions)):
@@ -52,9 +56,9 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
             if gradient is not None:
                 seq = controller.next_seq()
                 receipt = shard.push("0", seq, gradient, version)
-                ledger.store.add_pushes([(0, seq, 0, version, receipt.version, receipt.staleness,
-                                          receipt.applied)])
-                ledger.store.set_staleness([x.child_id for x in scored], receipt.staleness)
+                ledger.record_push([x.child_id for x in scored], receipt.staleness,
+                                   [(0, seq, 0, version, receipt.version, receipt.staleness, receipt.applied)],
+                                   controller.round_stats(seq, batch, scored, archs[0].depth))
         return ledger.progress, shard
     finally:
-        ledger.store.close()
+        ledger.close()

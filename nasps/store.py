@@ -54,6 +54,26 @@ CREATE TABLE IF NOT EXISTS pushes (
     pushed_at      REAL NOT NULL,
     PRIMARY KEY (replica, seq, shard)
 );
+CREATE TABLE IF NOT EXISTS pending (      -- admitted to train, not finished: re-run on resume
+    id          INTEGER PRIMARY KEY,
+    space       TEXT NOT NULL,
+    arch        TEXT NOT NULL,
+    arch_hash   TEXT NOT NULL,
+    depth       INTEGER,
+    admitted_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    replica     INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,        -- the push this round's gradient went out with
+    baseline    REAL,                    -- the replica's reward baseline after this round
+    entropy     REAL,                    -- mean entropy of the policy along the m samples
+    mean_reward REAL,                    -- of the children that entered the gradient
+    scored      INTEGER NOT NULL,        -- children that entered the gradient
+    depth       INTEGER,
+    staleness   INTEGER NOT NULL,        -- the largest over the shards
+    pushed_at   REAL NOT NULL,
+    PRIMARY KEY (replica, seq)
+);
 """
 
 
@@ -75,6 +95,19 @@ class ChildRow:
     finished_at: Optional[float]
     duration_s: Optional[float]
     depth: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class RoundStats:
+    """One replica's update as the controller saw it: what TensorBoard and the report plot."""
+
+    replica: int
+    seq: int
+    baseline: Optional[float]
+    entropy: float
+    mean_reward: Optional[float]
+    scored: int
+    depth: Optional[int]
 
 
 def ranked_children(rows: Sequence[ChildRow]) -> list[ChildRow]:
@@ -127,6 +160,9 @@ class ResultsStore:
         """Insert one finished child and commit; returns its id."""
         duration = (finished_at - started_at) if started_at is not None and finished_at is not None else None
         with self._transaction():
+            if cached_from is None:  # a trained child is no longer pending, in the same commit
+                self._db.execute("DELETE FROM pending WHERE id = (SELECT MIN(id) FROM pending"
+                                 " WHERE arch_hash = ?)", (arch_hash,))
             cursor = self._db.execute(
                 "INSERT INTO children(arch, arch_hash, reward, status, cached, cached_from, metrics,"
                 " error, replica, controller_version, worker, started_at, finished_at, duration_s, depth)"
@@ -135,6 +171,28 @@ class ResultsStore:
                  json.dumps(dict(metrics)), error, replica, controller_version, worker,
                  started_at, finished_at, duration, depth))
         return int(cursor.lastrowid)
+
+    def add_pending(self, rows: Sequence[tuple[str, str, str, Optional[int]]]) -> None:
+        """Children admitted to train: rows of (space, arch JSON, arch hash, depth)."""
+        if not rows:
+            return
+        now = time.time()
+        with self._transaction():
+            self._db.executemany("INSERT INTO pending(space, arch, arch_hash, depth, admitted_at)"
+                                 " VALUES (?, ?, ?, ?, ?)", [(*row, now) for row in rows])
+
+    def remove_pending(self, arch_hash: str) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM pending WHERE id = (SELECT MIN(id) FROM pending"
+                             " WHERE arch_hash = ?)", (arch_hash,))
+
+    def pending(self) -> list[tuple[str, str, Optional[int]]]:
+        """Children admitted but never finished (in flight when a search stopped): (space, arch
+        JSON, depth), in order of admission."""
+        try:
+            return self._db.execute("SELECT space, arch, depth FROM pending ORDER BY id").fetchall()
+        except sqlite3.OperationalError:  # a store from before the table existed
+            return []
 
     def set_staleness(self, child_ids: Sequence[int], staleness: int) -> None:
         with self._transaction():
@@ -149,6 +207,14 @@ class ResultsStore:
                 "INSERT OR REPLACE INTO pushes(replica, seq, shard, version_pulled, version,"
                 " staleness, applied, pushed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(*row[:6], int(row[6]), now) for row in rows])
+
+    def add_round(self, stats: "RoundStats", staleness: int) -> None:
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO rounds(replica, seq, baseline, entropy, mean_reward, scored,"
+                " depth, staleness, pushed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (stats.replica, stats.seq, stats.baseline, stats.entropy, stats.mean_reward,
+                 stats.scored, stats.depth, staleness, time.time()))
 
     def _transaction(self):
         return _Transaction(self._db)
@@ -165,6 +231,14 @@ class ResultsStore:
 
     def count(self, where: str = "1", args: Sequence[Any] = ()) -> int:
         return int(self._db.execute(f"SELECT COUNT(*) FROM children WHERE {where}", args).fetchone()[0])
+
+    def rounds(self) -> list[tuple]:
+        """(replica, seq, baseline, entropy, mean_reward, scored, depth, staleness, pushed_at)."""
+        try:
+            return self._db.execute("SELECT replica, seq, baseline, entropy, mean_reward, scored, depth,"
+                                    " staleness, pushed_at FROM rounds ORDER BY pushed_at").fetchall()
+        except sqlite3.OperationalError:  # a store from before the table existed
+            return []
 
     def pushes(self) -> list[tuple]:
         return self._db.execute(

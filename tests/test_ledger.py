@@ -32,24 +32,24 @@ def kinds(admissions):
 
 
 def test_tickets_never_exceed_the_budget(ledger):
-    assert kinds(ledger.admit([arch(0).hash, arch(1).hash])) == ["run", "run"]
-    assert kinds(ledger.admit([arch(2).hash, arch(3).hash])) == ["run", "drop"]
+    assert kinds(ledger.admit([arch(0), arch(1)])) == ["run", "run"]
+    assert kinds(ledger.admit([arch(2), arch(3)])) == ["run", "drop"]
     assert not ledger.done
     for i in range(3):
         ledger.record(arch(i), ok(i / 10), replica=0, controller_version=0)
     assert ledger.done and ledger.progress.stop_reason == "budget"
-    assert kinds(ledger.admit([arch(4).hash])) == ["drop"]
-    assert kinds(ledger.admit([arch(0).hash])) == ["drop"]  # not even a free cached row
+    assert kinds(ledger.admit([arch(4)])) == ["drop"]
+    assert kinds(ledger.admit([arch(0)])) == ["drop"]  # not even a free cached row
     assert ledger.store.count() == 3
 
 
 def test_repeats_are_cached_or_wait_for_their_twin(ledger):
-    assert kinds(ledger.admit([arch(0).hash, arch(0).hash])) == ["run", "wait"]
+    assert kinds(ledger.admit([arch(0), arch(0)])) == ["run", "wait"]
     assert ledger.in_flight(arch(0).hash)
     first = ledger.record(arch(0), ok(0.7), replica=1, controller_version=4)
     twin = ledger.record_cached(arch(0), replica=1, controller_version=4)
     assert (twin.reward, twin.status, twin.cached) == (0.7, "ok", True)
-    admissions = ledger.admit([arch(0).hash])
+    admissions = ledger.admit([arch(0)])
     assert kinds(admissions) == ["cached"] and admissions[0].child == first
     rows = ledger.store.children()
     assert [r.cached for r in rows] == [False, True]
@@ -58,15 +58,15 @@ def test_repeats_are_cached_or_wait_for_their_twin(ledger):
 
 
 def test_sample_cap_stops_a_policy_that_repeats_itself(ledger):
-    ledger.admit([arch(0).hash])
+    ledger.admit([arch(0)])
     ledger.record(arch(0), ok(0.5), 0, 0)
-    admissions = ledger.admit([arch(0).hash] * 12)
+    admissions = ledger.admit([arch(0)] * 12)
     assert kinds(admissions) == ["cached"] * 9 + ["drop"] * 3
     assert ledger.progress.stop_reason == "sample_cap" and ledger.done
 
 
 def test_failures_count_against_the_budget(ledger):
-    ledger.admit([arch(0).hash])
+    ledger.admit([arch(0)])
     failed = ChildResult("failed", None, {}, "ValueError: boom", "w", 1.0, 2.0)
     outcome = ledger.record(arch(0), failed, 0, 0)
     assert outcome.status == "failed" and outcome.reward is None
@@ -75,7 +75,7 @@ def test_failures_count_against_the_budget(ledger):
 
 
 def test_released_ticket_returns_to_the_budget(ledger):
-    ledger.admit([arch(0).hash, arch(1).hash, arch(2).hash])
+    ledger.admit([arch(0), arch(1), arch(2)])
     ledger.release(arch(2))
     assert ledger.tickets_left == 1 and not ledger.in_flight(arch(2).hash)
 
@@ -83,7 +83,7 @@ def test_released_ticket_returns_to_the_budget(ledger):
 def test_rows_are_durable_and_the_ledger_rebuilds_from_them(tmp_path):
     store = open_new_store(tmp_path / "run", toy_config())
     ledger = Ledger(store, 5, 100)
-    ledger.admit([arch(0).hash, arch(1).hash])
+    ledger.admit([arch(0), arch(1)])
     ledger.record(arch(0), ok(0.25), 0, 0)
     # Another connection sees the committed row while the writer is still open (WAL).
     other = sqlite3.connect(tmp_path / "run" / "results.sqlite")
@@ -93,7 +93,7 @@ def test_rows_are_durable_and_the_ledger_rebuilds_from_them(tmp_path):
     store.close()
     again = Ledger(ResultsStore(tmp_path / "run" / "results.sqlite"), 5, 100)
     assert again.progress.trained == 1
-    assert kinds(again.admit([arch(0).hash])) == ["cached"]
+    assert kinds(again.admit([arch(0)])) == ["cached"]
 
 
 def test_store_meta_keeps_the_config_and_version(tmp_path):

@@ -39,7 +39,7 @@ def pad_and_concatenate(maps: Sequence[torch.Tensor]) -> torch.Tensor:
 class ConvLayer(nn.Module):
     """One layer of the value: conv -> BN -> ReLU, or pooling (which keeps its channels)."""
 
-    def __init__(self, spec: dict, in_channels: int, width_multiplier: float = 1.0):
+    def __init__(self, spec: dict, in_channels: int, width_multiplier: float = 1.0, bn_epsilon: float = 1e-5):
         super().__init__()
         kernel = (spec["filter_height"], spec["filter_width"])
         padding = (kernel[0] // 2, kernel[1] // 2)  # "same" for the odd sizes of the space
@@ -49,7 +49,7 @@ class ConvLayer(nn.Module):
             self.out_channels = max(1, round(spec["num_filters"] * width_multiplier))
             self.op = nn.Sequential(
                 nn.Conv2d(in_channels, self.out_channels, kernel, stride, padding, bias=False),
-                nn.BatchNorm2d(self.out_channels),
+                nn.BatchNorm2d(self.out_channels, eps=bn_epsilon),
                 nn.ReLU(inplace=True))
         elif kind == "max_pool":
             self.out_channels = in_channels
@@ -65,7 +65,8 @@ class ConvLayer(nn.Module):
 
 
 class ConvNet(nn.Module):
-    def __init__(self, value: dict, in_channels: int, num_classes: int, width_multiplier: float = 1.0):
+    def __init__(self, value: dict, in_channels: int, num_classes: int, width_multiplier: float = 1.0,
+                 bn_epsilon: float = 1e-5):
         super().__init__()
         specs = value["layers"]
         self.inputs = [tuple(spec["inputs"]) for spec in specs]
@@ -75,7 +76,7 @@ class ConvNet(nn.Module):
         layers = []
         for spec, inputs in zip(specs, self.inputs):
             in_ch = sum(channels[j] for j in inputs) if inputs else in_channels  # rule 1
-            layer = ConvLayer(spec, in_ch, width_multiplier)
+            layer = ConvLayer(spec, in_ch, width_multiplier, bn_epsilon)
             layers.append(layer)
             channels.append(layer.out_channels)
         self.layers = nn.ModuleList(layers)
@@ -91,6 +92,6 @@ class ConvNet(nn.Module):
 
 
 def build_conv_net(value: dict, in_channels: int, num_classes: int,
-                   width_multiplier: float = 1.0) -> ConvNet:
+                   width_multiplier: float = 1.0, bn_epsilon: float = 1e-5) -> ConvNet:
     """The network of a ``conv`` architecture value (as ``Architecture.as_dict()`` gives it)."""
-    return ConvNet(value, in_channels, num_classes, width_multiplier)
+    return ConvNet(value, in_channels, num_classes, width_multiplier, bn_epsilon)

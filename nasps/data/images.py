@@ -36,23 +36,30 @@ class ImageSplits:
     val_y: torch.Tensor
     num_classes: int
     name: str
+    test_x: Optional[torch.Tensor] = None  # only for final training (``with_test``), never in a search
+    test_y: Optional[torch.Tensor] = None
 
     @property
     def channels(self) -> int:
         return int(self.train_x.shape[1])
 
     def to(self, device: torch.device) -> "ImageSplits":
+        def move(t):
+            return t.to(device) if t is not None else None
         return ImageSplits(self.train_x.to(device), self.train_y.to(device), self.val_x.to(device),
-                           self.val_y.to(device), self.num_classes, self.name)
+                           self.val_y.to(device), self.num_classes, self.name, move(self.test_x),
+                           move(self.test_y))
 
 
 CIFAR10_VALIDATION = 5000  # the paper's validation split
 VALIDATION_FRACTION = 0.2  # of the training images, for other datasets
 
 
-def load_image_splits(config, validation_size: Optional[int], seed: int) -> ImageSplits:
+def load_image_splits(config, validation_size: Optional[int], seed: int, with_test: bool = False) -> ImageSplits:
     """The training data of ``config`` split into train and a seeded validation subset
-    (``validation_size`` images; None = 5,000 for CIFAR-10 as in the paper, else 20%)."""
+    (``validation_size`` images; None = 5,000 for CIFAR-10 as in the paper, else 20%).
+    ``with_test`` adds the test split (normalised like the training split) where the dataset
+    has one: digits and CIFAR-10, not an image folder."""
     if isinstance(config, DigitsDatasetConfig):
         x, y, name = _digits_train()
     elif isinstance(config, Cifar10DatasetConfig):
@@ -73,14 +80,41 @@ def load_image_splits(config, validation_size: Optional[int], seed: int) -> Imag
     std = x[train].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     x = (x - mean) / std
     num_classes = int(y.max()) + 1
-    return ImageSplits(x[train].contiguous(), y[train], x[val].contiguous(), y[val], num_classes, name)
+    test_x = test_y = None
+    if with_test:
+        test = _test_split(config)
+        if test is not None:
+            test_x, test_y = ((test[0] - mean) / std).contiguous(), test[1]
+    return ImageSplits(x[train].contiguous(), y[train], x[val].contiguous(), y[val], num_classes, name,
+                       test_x, test_y)
+
+
+def _test_split(config) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    if isinstance(config, DigitsDatasetConfig):
+        x, y = _digits()
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+        test = order[:int(len(x) * DIGITS_TEST_FRACTION)]
+        return x[test], y[test]
+    if isinstance(config, Cifar10DatasetConfig):
+        from torchvision.datasets import CIFAR10
+        try:
+            data = CIFAR10(str(Path(config.root).expanduser()), train=False, download=config.download)
+        except (RuntimeError, OSError) as exc:
+            raise UserInputError(f"evaluator.dataset.root: no CIFAR-10 test batch under {config.root} "
+                                 f"({exc})") from None
+        return torch.tensor(data.data).permute(0, 3, 1, 2).float() / 255.0, torch.tensor(data.targets)
+    return None
+
+
+def _digits() -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    return (torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0,
+            torch.tensor(digits.target, dtype=torch.long))
 
 
 def _digits_train() -> tuple[torch.Tensor, torch.Tensor, str]:
-    from sklearn.datasets import load_digits
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
-    y = torch.tensor(digits.target, dtype=torch.long)
+    x, y = _digits()
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     train = order[int(len(x) * DIGITS_TEST_FRACTION):]  # the rest is the test split
     return x[train], y[train], "digits"

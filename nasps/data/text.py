@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -30,13 +31,15 @@ class TextSplits:
     valid: torch.Tensor
     vocab: tuple[str, ...]
     name: str
+    test: Optional[torch.Tensor] = None  # only for final training (``with_test``), never in a search
 
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
 
     def to(self, device: torch.device) -> "TextSplits":
-        return TextSplits(self.train.to(device), self.valid.to(device), self.vocab, self.name)
+        test = self.test.to(device) if self.test is not None else None
+        return TextSplits(self.train.to(device), self.valid.to(device), self.vocab, self.name, test)
 
 
 def _ptb_files(config: PtbDatasetConfig) -> tuple[Path, Path]:
@@ -63,13 +66,21 @@ def _read(path: Path) -> str:
         raise UserInputError(f"{path}: cannot read ({exc})") from None
 
 
-def load_text_splits(config, seed: int) -> TextSplits:
+def load_text_splits(config, seed: int, with_test: bool = False) -> TextSplits:
+    """Train and validation tokens; ``with_test`` adds ptb's test file (a plain text file has
+    no test split)."""
     check_available(config)
+    test_tokens = None
     if isinstance(config, PtbDatasetConfig):
         train_path, valid_path = _ptb_files(config)
         train_tokens = [t for line in _read(train_path).splitlines() for t in line.split() + [EOS]]
         valid_tokens = [t for line in _read(valid_path).splitlines() for t in line.split() + [EOS]]
         name = f"ptb ({config.level})"
+        if with_test:
+            test_path = train_path.with_name(train_path.name.replace("train", "test"))
+            if not test_path.is_file():
+                raise UserInputError(f"evaluator.dataset.root: no test file {test_path}")
+            test_tokens = [t for line in _read(test_path).splitlines() for t in line.split() + [EOS]]
     elif isinstance(config, TextDatasetConfig):
         path = Path(config.path).expanduser()
         text = _read(path)
@@ -90,7 +101,9 @@ def load_text_splits(config, seed: int) -> TextSplits:
     unk = vocab.setdefault(UNK, len(vocab))
     train = torch.tensor([vocab[t] for t in train_tokens], dtype=torch.long)
     valid = torch.tensor([vocab.get(t, unk) for t in valid_tokens], dtype=torch.long)
-    return TextSplits(train, valid, tuple(vocab), name)
+    test = (torch.tensor([vocab.get(t, unk) for t in test_tokens], dtype=torch.long)
+            if test_tokens is not None else None)
+    return TextSplits(train, valid, tuple(vocab), name, test)
 
 
 def batchify(tokens: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -39,7 +39,8 @@ class ImageClassificationEvaluator:
         self.settings = TrainSettings(
             epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
             momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay,
-            schedule=config.schedule, crop_padding=config.crop_padding, flip=config.flip)
+            schedule=config.schedule, crop_padding=config.crop_padding, flip=config.flip,
+            lr_decay_epoch=config.lr_decay_epoch)
         self._data: Optional[ImageSplits] = None
 
     @property
@@ -64,7 +65,7 @@ class ImageClassificationEvaluator:
         torch.manual_seed(self.config.seed)
         model = None
         try:
-            model = build_conv_net(value, data.channels, data.num_classes)
+            model = build_conv_net(value, data.channels, data.num_classes, bn_epsilon=self.config.bn_epsilon)
             if self.config.compile:
                 model = torch.compile(model)
             record = train_classifier(model, data, settings, self.device, self.config.seed, deadline)

@@ -17,11 +17,12 @@ import numpy as np
 import ray
 import torch
 
+from nasps.board import Board
 from nasps.evaluators import ChildResult
 from nasps.ledger import Admission, Ledger, Outcome, Progress
 from nasps.parameter_server import AdamSettings, ParameterShard, PushReceipt
 from nasps.spaces import Architecture
-from nasps.store import ResultsStore
+from nasps.store import ResultsStore, RoundStats
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +50,28 @@ class ParameterServerShard:
     def state_dict(self) -> dict:
         return self.shard.state_dict()
 
+    def load_state_dict(self, state: dict) -> None:
+        self.shard.load_state_dict(state)
+
 
 @ray.remote
 class Recorder:
-    def __init__(self, store_path: str, budget_children: int, sample_cap: int):
-        self.ledger = Ledger(ResultsStore(Path(store_path)), budget_children, sample_cap)
+    def __init__(self, store_path: str, budget_children: int, sample_cap: int,
+                 board_dir: Optional[str] = None):
+        board = Board(board_dir) if board_dir is not None else None
+        self.ledger = Ledger(ResultsStore(Path(store_path)), budget_children, sample_cap, board)
         self._changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self._recovered = list(self.ledger.recovered)  # in flight when the search last stopped
+        self.controllers: dict[int, dict] = {}  # replica -> its controller state at its last push
 
-    async def admit(self, hashes: list[str],
+    async def admit(self, archs: list[Architecture],
                     push_report: Optional[tuple] = None) -> tuple[list[Admission], int]:
         """Admit a replica's new samples; ``push_report`` is its previous round's push, if any
         (carried here to save the replica one call per round). Also returns how many children
         all replicas have sampled, which sets the depth of the replica's next round."""
         if push_report is not None:
             await self.report_push(*push_report)
-        return self.ledger.admit(hashes), self.ledger.progress.samples
+        return self.ledger.admit(archs), self.ledger.progress.samples
 
     async def record(self, children: list[tuple[Architecture, ChildResult]], replica: int,
                      controller_version: int) -> list[Outcome]:
@@ -83,9 +91,19 @@ class Recorder:
             await event.wait()
         return self.ledger.record_cached(arch, replica, controller_version)
 
-    async def report_push(self, child_ids: Sequence[int], staleness: int, rows: list[tuple]) -> None:
-        self.ledger.store.add_pushes(rows)
-        self.ledger.store.set_staleness(child_ids, staleness)
+    async def report_push(self, child_ids: Sequence[int], staleness: int, rows: list[tuple],
+                          stats: Optional[RoundStats] = None, controller: Optional[dict] = None) -> None:
+        self.ledger.record_push(list(child_ids), staleness, rows, stats)
+        if controller is not None:
+            self.controllers[controller["replica"]] = controller
+
+    async def controller_states(self) -> dict[int, dict]:
+        return dict(self.controllers)
+
+    async def take_recovered(self, m: int) -> list[Architecture]:
+        """Up to m children that were in flight when the search stopped, to train again (once)."""
+        taken, self._recovered = self._recovered[:m], self._recovered[m:]
+        return taken
 
     async def progress(self) -> Progress:
         return self.ledger.progress
@@ -94,7 +112,7 @@ class Recorder:
         self.ledger.interrupt()
 
     async def close(self) -> None:
-        self.ledger.store.close()
+        self.ledger.close()
 
     def _wake(self, arch_hash: str) -> None:
         event = self._changed.pop(arch_hash, None)

@@ -20,6 +20,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from nasps.controller import Controller
 from nasps.evaluators import ChildResult
 from nasps.evaluators.base import worker_name
+from nasps.ledger import Admission
 from nasps.parameter_server import join_params
 from nasps.policies import SampledBatch, build_policy
 from nasps.runtime.worker import ChildWorker
@@ -53,14 +54,14 @@ class _Batch:
     admissions: list
 
     @property
-    def controller_version(self) -> int:
-        return min(self.versions)
+    def controller_version(self) -> Optional[int]:
+        return min(self.versions) if self.versions else None
 
 
 @ray.remote
 class ControllerReplica:
     def __init__(self, replica: int, config, shards: list, bounds: list[tuple[int, int]],
-                 recorder, worker_options: dict):
+                 recorder, worker_options: dict, controller_state: Optional[dict] = None):
         torch.set_num_threads(1)  # many replicas share a machine; their tensors are tiny
         self.replica = replica
         self.name = str(replica)
@@ -69,6 +70,8 @@ class ControllerReplica:
         policy = build_policy(config.strategy, space.decisions())
         self.controller = Controller(replica, space, policy, config.strategy,
                                      config.cluster.children_per_replica, config.seed)
+        if controller_state is not None:  # a resumed search: baseline, push counter, generator
+            self.controller.load_state_dict(controller_state)
         self.shards = shards
         self.bounds = bounds
         self.recorder = recorder
@@ -93,6 +96,7 @@ class ControllerReplica:
         Each round: sample m (from the parameters the last push replied with, or a pull), have
         the ledger admit them, train them, commit their rows, compute the gradient, push it.
         """
+        self._retrain_recovered()
         batch = self._next_batch()
         while batch is not None:
             outcomes = self._train(batch)
@@ -102,6 +106,14 @@ class ControllerReplica:
         if self._push_report is not None:
             ray.get(self.recorder.report_push.remote(*self._push_report))
         return self.timing
+
+    def _retrain_recovered(self) -> None:
+        """Train the children that were in flight when the search last stopped (a resumed
+        search), m at a time. Their samples came from a policy since replaced, so they are
+        recorded but feed no gradient."""
+        while archs := ray.get(self.recorder.take_recovered.remote(len(self.workers))):
+            admissions = [Admission("run")] * len(archs)
+            self._train(_Batch(torch.zeros(0), [], None, archs, admissions))
 
     def _next_batch(self) -> Optional[_Batch]:
         """Sample m architectures and have them admitted; None when none is."""
@@ -118,7 +130,7 @@ class ControllerReplica:
         t1 = time.perf_counter()
         sampled, archs = self.controller.sample(params, self._samples)
         admissions, self._samples = ray.get(
-            self.recorder.admit.remote([a.hash for a in archs], self._push_report))
+            self.recorder.admit.remote(archs, self._push_report))
         self._push_report = None
         self.timing.pull += t1 - t0
         self.timing.sample += time.perf_counter() - t1
@@ -180,7 +192,9 @@ class ControllerReplica:
             rows = [(self.replica, seq, s, batch.versions[s], r.version, r.staleness, r.applied)
                     for s, r in enumerate(receipts)]
             staleness = max(r.staleness for r in receipts)
-            self._push_report = ([x.child_id for x in scored], staleness, rows)
+            stats = self.controller.round_stats(seq, batch.sampled, scored, batch.archs[0].depth)
+            self._push_report = ([x.child_id for x in scored], staleness, rows, stats,
+                                 self.controller.state_dict())
         self.timing.gradient += t1 - t0
         self.timing.push += time.perf_counter() - t1
 

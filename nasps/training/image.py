@@ -33,6 +33,7 @@ class TrainSettings:
     schedule: str
     crop_padding: int
     flip: bool
+    lr_decay_epoch: Optional[int] = None
 
 
 @dataclass
@@ -64,10 +65,12 @@ def augment(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generato
     return x
 
 
-def _lr_factor(schedule: str, step: int, total: int) -> float:
+def _lr_factor(schedule: str, step: int, total: int, decay_step: Optional[int] = None) -> float:
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * step / total))
     if schedule == "step":
+        if decay_step is not None:  # the paper's final training: one 10x drop at a chosen epoch
+            return 0.1 if step >= decay_step else 1.0
         return 0.01 if step >= 0.75 * total else 0.1 if step >= 0.5 * total else 1.0
     return 1.0
 
@@ -100,6 +103,7 @@ def train_classifier(model: nn.Module, data: ImageSplits, settings: TrainSetting
     n = len(data.train_x)
     steps_per_epoch = math.ceil(n / settings.batch_size)
     total = settings.epochs * steps_per_epoch
+    decay_step = settings.lr_decay_epoch * steps_per_epoch if settings.lr_decay_epoch is not None else None
     generator = torch.Generator().manual_seed(seed)
     record = TrainRecord()
     step = 0
@@ -110,7 +114,7 @@ def train_classifier(model: nn.Module, data: ImageSplits, settings: TrainSetting
         order = torch.randperm(n, generator=generator).to(device)
         for batch in order.split(settings.batch_size):
             for group in optimizer.param_groups:
-                group["lr"] = settings.learning_rate * _lr_factor(settings.schedule, step, total)
+                group["lr"] = settings.learning_rate * _lr_factor(settings.schedule, step, total, decay_step)
             x = augment(data.train_x[batch], settings.crop_padding, settings.flip, generator)
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,69 @@
+"""TensorBoard event files hold the numbers the results store holds."""
+
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from nasps.runtime.driver import run_search
+from nasps.search import run_serial
+from nasps.store import ResultsStore
+from tests.conftest import toy_config
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def store_of(run_dir: Path):
+    store = ResultsStore(run_dir / "results.sqlite")
+    try:
+        return store.children(), store.rounds()
+    finally:
+        store.close()
+
+
+def check_board_matches_store(run_dir: Path) -> None:
+    tags = scalars(run_dir)
+    rows, rounds = store_of(run_dir)
+    trained = [r for r in rows if not r.cached]
+    ok = [r for r in trained if r.status == "ok"]
+    assert tags["child/reward"] == [(r.id, pytest.approx(r.reward)) for r in ok]
+    best, running = [], None
+    for r in trained:
+        if r.status == "ok":
+            running = r.reward if running is None else max(running, r.reward)
+        best.append((r.id, pytest.approx(running)))
+    assert tags["child/best_reward"] == best
+    assert [s for s, _ in tags["child/wall_time_s"]] == [r.id for r in trained]
+    # One point per controller update, in the order the updates were committed.
+    assert len(rounds) > 0
+    assert [v for _, v in tags["controller/baseline"]] == [pytest.approx(r[2]) for r in rounds]
+    assert [v for _, v in tags["controller/entropy"]] == [pytest.approx(r[3]) for r in rounds]
+    assert [v for _, v in tags["controller/staleness"]] == [r[7] for r in rounds]
+    assert [s for s, _ in tags["controller/entropy"]] == list(range(1, len(rounds) + 1))
+    assert all(r[3] > 0 for r in rounds)  # an untrained policy is far from deterministic
+
+
+def test_serial_search_writes_the_store_numbers_to_tensorboard(tmp_path):
+    run_serial(toy_config(budget={"children": 15}), tmp_path / "run")
+    check_board_matches_store(tmp_path / "run")
+    rows, rounds = store_of(tmp_path / "run")
+    # The baseline is the replica's moving average: its first value is the first reward.
+    assert rounds[0][2] == pytest.approx(rows[0].reward)
+
+
+def test_distributed_search_writes_tensorboard(ray_session, tmp_path):
+    config = toy_config(cluster={"parameter_servers": 2, "replicas": 2, "children_per_replica": 2,
+                                 "cpus_per_child": 0.25}, budget={"children": 12})
+    run_search(config, tmp_path / "run")
+    check_board_matches_store(tmp_path / "run")
+    assert {r[0] for r in store_of(tmp_path / "run")[1]} == {0, 1}  # both replicas' updates
+
+
+def test_tensorboard_off_writes_no_event_files(tmp_path):
+    run_serial(toy_config(budget={"children": 3}, logging={"tensorboard": False}), tmp_path / "run")
+    assert not (tmp_path / "run" / "tb").exists()
+    assert store_of(tmp_path / "run")[1]  # the rounds are still in the store

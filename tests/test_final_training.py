@@ -1,0 +1,133 @@
+"""nasps train: a searched child trained again with a grid, on Ray; the weights saved are the
+chosen trial's, and the test score recorded is theirs."""
+
+import contextlib
+import hashlib
+import json
+import subprocess
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nasps.children import CellLanguageModel, build_conv_net
+from nasps.config import (
+    DigitsDatasetConfig,
+    FinalTrainingConfig,
+    ImageClassificationEvaluatorConfig,
+    PtbDatasetConfig,
+    config_from_dict,
+)
+from nasps.data.images import load_image_splits
+from nasps.data.text import load_text_splits
+from nasps.errors import ConfigError
+from nasps.search import run_serial
+from nasps.training.image import accuracy
+from nasps.training.language import perplexity
+from tests.conftest import NASPS, ROOT
+
+PTB = ROOT.parent / "shared" / "data" / "ptb"
+
+
+def search(tmp_path, space, evaluator, children=3):
+    config = config_from_dict({"space": space, "evaluator": evaluator, "strategy": {"type": "random"},
+                               "budget": {"children": children}})
+    run_serial(config, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def train(tmp_path, arch, config_text, *extra):
+    path = tmp_path / "train.yaml"
+    path.write_text(config_text)
+    return subprocess.run(NASPS + ["train", "--arch", str(arch), "--config", str(path), *extra],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def conv_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("conv")
+    space = {"type": "conv", "num_filters": [4, 8], "curriculum": {"start_depth": 2, "add_layers": 0},
+             "hyperparameters": [{"name": "batch_size", "choices": [32]}]}
+    return search(tmp, space, {"type": "image_classification", "epochs": 1, "crop_padding": 0,
+                               "flip": False})
+
+
+def test_conv_grid_keeps_the_best_by_validation_and_saves_its_weights(ray_session, conv_run, tmp_path):
+    out = tmp_path / "final"
+    done = train(tmp_path, f"{conv_run}:2", """
+epochs: 3
+width_multiplier: 1.5
+grid: {learning_rate: [0.1, 0.01], bn_epsilon: [0.001]}
+cpus_per_trial: 1
+weights_format: safetensors
+""", "--out", str(out), "--address", ray_session)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((out / "training.json").read_text())
+    assert record["rank"] == 2 and len(record["trials"]) == 2
+    assert [t["settings"] for t in record["trials"]] == [{"learning_rate": 0.1, "bn_epsilon": 0.001},
+                                                        {"learning_rate": 0.01, "bn_epsilon": 0.001}]
+    scores = [t["val_accuracy"] for t in record["trials"]]
+    assert record["chosen_trial"] == scores.index(max(scores))
+    assert all("test_accuracy" not in t for t in record["trials"])  # the test chose nothing
+    assert record["evaluator"]["epochs"] == 3 and record["evaluator"]["batch_size"] == 32  # the child's own
+    weights_file = out / "weights.safetensors"
+    assert hashlib.sha256(weights_file.read_bytes()).hexdigest() == record["weights"]["sha256"]
+
+    # The saved weights are the chosen trial's: rebuilt, they score the recorded test accuracy.
+    model = build_conv_net(record["architecture"], 1, 10, 1.5, 0.001)
+    model.load_state_dict(load_file(weights_file))
+    data = load_image_splits(DigitsDatasetConfig(), None, 0, with_test=True)
+    test = accuracy(model, data.test_x, data.test_y, 256, contextlib.nullcontext)
+    assert test == pytest.approx(record["test"]["test_accuracy"])
+    assert record["test"]["test_accuracy"] > 0.3  # well above chance (0.1) after 3 epochs
+    assert model.layers[0].op[0].out_channels == round(1.5 * record["architecture"]["layers"][0]["num_filters"])
+
+    # The output is never overwritten.
+    again = train(tmp_path, f"{conv_run}:2", "epochs: 1\n", "--out", str(out), "--address", ray_session)
+    assert again.returncode == 2 and "already holds" in again.stderr
+    assert hashlib.sha256(weights_file.read_bytes()).hexdigest() == record["weights"]["sha256"]
+
+
+def test_cell_training_with_its_own_evaluator_reports_test_perplexity(ray_session, tmp_path):
+    run = search(tmp_path, {"type": "rnn_cell", "base": 2}, {"type": "python", "target": "tests.toys:cell_toy"})
+    out = tmp_path / "final"
+    done = train(tmp_path, run, f"""
+evaluator: {{type: language_model, dataset: {{type: ptb, root: {PTB}}}, hidden_size: 16, batch_size: 8,
+            bptt: 10, max_tokens_per_epoch: 2000, dropout: 0.0}}
+epochs: 1
+grid: {{learning_rate: [5.0]}}
+""", "--out", str(out), "--address", ray_session)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((out / "training.json").read_text())
+    model = CellLanguageModel(record["architecture"], record["model"]["vocab_size"], 16, 2, 0.0, True)
+    model.load_state_dict(torch.load(out / "weights.pt", weights_only=True))
+    data = load_text_splits(PtbDatasetConfig(root=str(PTB)), 0, with_test=True)
+    assert perplexity(model.eval(), data.test, 10) == pytest.approx(record["test"]["test_perplexity"], rel=1e-4)
+    assert record["test"]["test_perplexity"] < record["model"]["vocab_size"]  # it learned something
+
+
+def test_bad_training_configs_are_one_line(conv_run, tmp_path):
+    cases = [("grid: {nope: [1]}\n", "grid.nope: not a setting of evaluator type image_classification"),
+             ("grid: {learning_rate: 0.1}\n", "grid.learning_rate: must be a non-empty list"),
+             ("grid: {momentum: [2.0]}\n", "grid.momentum[0]: must be < 1.0"),
+             ("width_multiplier: 0\n", "width_multiplier: must be > 0.0"),
+             ("epochs: [1]\n", "epochs: must be")]
+    for text, needle in cases:
+        done = train(tmp_path, conv_run, text)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert needle in done.stderr, done.stderr
+    for arch, needle in ((f"{conv_run}:9", "--rank 9"), (tmp_path / "nowhere", "no such run directory")):
+        done = train(tmp_path, arch, "epochs: 1\n")
+        assert done.returncode == 2 and needle in done.stderr, done.stderr
+    assert not (conv_run / "final-rank1").exists()
+
+
+def test_grid_points_are_every_combination_in_order():
+    training = config_from_dict({"grid": {"learning_rate": [0.1, 0.05], "lr_decay_epoch": [None, 3]}},
+                                FinalTrainingConfig)
+    trials = training.trials(ImageClassificationEvaluatorConfig())
+    assert trials == [{"learning_rate": 0.1, "lr_decay_epoch": None}, {"learning_rate": 0.1, "lr_decay_epoch": 3},
+                      {"learning_rate": 0.05, "lr_decay_epoch": None}, {"learning_rate": 0.05, "lr_decay_epoch": 3}]
+    with pytest.raises(ConfigError, match="grid.lr_decay_epoch\\[0\\]: must be >= 1"):
+        config_from_dict({"grid": {"lr_decay_epoch": [0]}}, FinalTrainingConfig).trials(
+            ImageClassificationEvaluatorConfig())

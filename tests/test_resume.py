@@ -1,0 +1,148 @@
+"""Checkpoints and --resume: the driver killed mid-search (kill -9), then resumed: exactly the
+budget, nothing finished lost, nothing trained twice, in-flight children re-run once, and the
+policy's version equal to the updates that were not lost. Bad resumes are one line, exit 2,
+and change nothing on disk."""
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import NASPS, ROOT
+
+CONFIG = {
+    "space": {"type": "categorical", "decisions": [
+        {"name": "a", "choices": [0, 1, 2, 3]}, {"name": "b", "choices": ["x", "y", "z"]},
+        {"name": "c", "choices": [0.1, 0.5, 0.9]}, {"name": "d", "choices": [1, 2, 3, 4]},
+        {"name": "e", "choices": list(range(50))}]},
+    "evaluator": {"type": "python", "target": "tests.toys:sleep_then_score"},
+    "strategy": {"type": "reinforce", "learning_rate": 0.1},
+    "cluster": {"parameter_servers": 2, "replicas": 2, "children_per_replica": 2, "cpus_per_child": 0.25},
+    "budget": {"children": 30},
+    "checkpoint": {"every_updates": 2, "every_s": 1.0},
+    "logging": {"tensorboard": False},
+}
+
+
+def trained_rows(run_dir):
+    db = sqlite3.connect(run_dir / "results.sqlite")
+    try:
+        return db.execute("SELECT arch_hash, replica, controller_version FROM children WHERE cached = 0").fetchall()
+    finally:
+        db.close()
+
+
+def query(run_dir, sql):
+    db = sqlite3.connect(run_dir / "results.sqlite")
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def one_line_error(done, needle):
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and needle in done.stderr, done.stderr
+
+
+@pytest.fixture(scope="module")
+def killed_run(ray_session, tmp_path_factory):
+    """A search whose driver was killed with SIGKILL mid-way, after at least one checkpoint."""
+    tmp = tmp_path_factory.mktemp("resume")
+    config = tmp / "search.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    run_dir = tmp / "run"
+    env = dict(os.environ, NASPS_TOY_SLEEP="0.3")
+    driver = subprocess.Popen(NASPS + ["search", "--config", str(config), "--run-dir", str(run_dir),
+                                       "--address", ray_session], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (run_dir / "checkpoint.pt").exists() and (run_dir / "results.sqlite").exists() \
+                and len(trained_rows(run_dir)) >= 10:
+            break
+        time.sleep(0.1)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert len(trained_rows(run_dir)) < 30, "the search ended before it could be killed"
+    time.sleep(2)  # the cluster takes the dead driver's actors away
+    return run_dir, env, ray_session
+
+
+def test_resume_after_the_driver_is_killed(killed_run):
+    run_dir, env, address = killed_run
+    before = trained_rows(run_dir)
+    pending = [h for (h,) in query(run_dir, "SELECT arch_hash FROM pending")]
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    saved_versions = [s["version"] for s in checkpoint["shards"]]
+    pushes_before = query(run_dir, "SELECT shard, version, applied FROM pushes")
+    lost = [sum(1 for s, v, a in pushes_before if a and s == shard and v > saved)
+            for shard, saved in enumerate(saved_versions)]
+
+    done = subprocess.run(NASPS + ["search", "--resume", str(run_dir), "--address", address],
+                          capture_output=True, text=True, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr
+    after = trained_rows(run_dir)
+    hashes = [h for h, _, _ in after]
+    assert len(after) == 30  # exactly the budget, across the stop
+    assert len(set(hashes)) == 30  # nothing trained twice
+    assert after[:len(before)] == before  # nothing finished was lost or changed
+    for h in pending:  # what was in flight at the kill was trained again, once, off the gradient
+        rows = [r for r in after if r[0] == h]
+        assert len(rows) == 1 and rows[0][2] is None
+    assert query(run_dir, "SELECT COUNT(*) FROM pending") == [(0,)]
+    # The policy continued from the checkpoint: each shard's version is the updates it kept.
+    final = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    applied = query(run_dir, "SELECT shard, COUNT(*) FROM pushes WHERE applied = 1 GROUP BY shard")
+    for shard, count in applied:
+        assert final["shards"][shard]["version"] == count - lost[shard]
+    if sum(lost):
+        assert "lost" in done.stderr
+
+    # A finished search resumed with a larger budget goes on to exactly that budget.
+    more = subprocess.run(NASPS + ["search", "--resume", str(run_dir), "--address", address,
+                                   "--set", "budget.children=36"], capture_output=True, text=True,
+                          cwd=ROOT, env=env)
+    assert more.returncode == 0, more.stderr
+    assert len(trained_rows(run_dir)) == 36 and len({h for h, _, _ in trained_rows(run_dir)}) == 36
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["budget"]["children"] == 36
+
+
+def test_bad_resumes_are_one_line_and_touch_nothing(killed_run, tmp_path):
+    run_dir, env, _ = killed_run
+    store, checkpoint = run_dir / "results.sqlite", run_dir / "checkpoint.pt"
+    sums = {p: digest(p) for p in (store, checkpoint, run_dir / "config.yaml")}
+
+    def resume(target, *extra):
+        return subprocess.run(NASPS + ["search", "--resume", str(target), *extra], capture_output=True,
+                              text=True, cwd=ROOT, env=env)
+
+    one_line_error(resume(run_dir, "--set", "strategy.learning_rate=0.5"), "only budget.* and cluster.*")
+    one_line_error(resume(run_dir, "--set", "cluster.parameter_servers=3"), "cluster.parameter_servers")
+    one_line_error(resume(run_dir, "--set", "budget.children=-1"), "budget.children")
+    one_line_error(resume(tmp_path / "nowhere"), "no such run directory")
+    one_line_error(resume(tmp_path), "no config.yaml there")
+    one_line_error(resume(run_dir, "--config", str(run_dir / "config.yaml")), "--config FILE for a new search")
+    assert {p: digest(p) for p in sums} == sums
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.yaml", "results.sqlite", "checkpoint.pt"):
+        (broken / name).write_bytes((run_dir / name).read_bytes())
+    (broken / "checkpoint.pt").write_bytes(checkpoint.read_bytes()[:200])  # truncated
+    one_line_error(resume(broken), "checkpoint.pt: not a readable nasps checkpoint")
+    (broken / "checkpoint.pt").write_bytes(checkpoint.read_bytes())
+    (broken / "results.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x00" * 40)  # truncated
+    one_line_error(resume(broken), "results.sqlite")
+    assert (broken / "results.sqlite").read_bytes() == b"SQLite format 3\x00" + b"\x00" * 40
+
