@@ -26,6 +26,7 @@ bench: install
 	$(BIN)/python bench/ptb.py --max-tokens 100000
 	$(BIN)/python bench/cifar10.py
 	$(BIN)/python bench/nb201/run.py
+	$(BIN)/python bench/faults.py
 
 lint: install
 	$(BIN)/ruff check nasps tests bench

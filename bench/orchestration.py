@@ -48,7 +48,7 @@ def make_config(replicas: int, m: int, children: int) -> object:
 
 def steady_rate(run_dir: Path, ready_at: float) -> tuple[float, int]:
     """Children per second from the moment every worker was up to the last child."""
-    store = ResultsStore(run_dir / "results.sqlite")
+    store = ResultsStore(run_dir / "results.sqlite", readonly=True)
     ends = sorted(r.finished_at for r in store.children() if not r.cached)
     store.close()
     return len(ends) / (ends[-1] - ready_at), len(ends)

@@ -119,8 +119,7 @@ def _search(args) -> int:
     if args.resume and args.run_dir:
         raise UserInputError("--run-dir: a resumed search stays in its own directory (--resume RUN_DIR)")
     if args.resume:
-        config = open_for_resume(args.resume, args.overrides)
-        _check_runnable(config, args.resume)
+        config = open_for_resume(args.resume, args.overrides, check=lambda c: _check_runnable(c, args.resume))
         run_dir = Path(args.resume)
     else:
         config = load_config(args.config, args.overrides)

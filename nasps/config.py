@@ -403,6 +403,9 @@ class ClusterConfig:
         0.0, "GPUs reserved for each child worker; fractions pack several on one GPU", min=0.0)
     runtime_env: dict[str, Any] = field(default_factory=dict, metadata={
         "doc": "Ray runtime_env for all actors (working_dir, py_modules, pip, env_vars)"})
+    max_retries: int = option(
+        1, "a child whose worker process dies (killed, node lost) is trained again on a new worker "
+           "this many times, then recorded as failed", min=0)
 
     def check(self, key: str) -> None:
         if self.gpus_per_child > 1 and not float(self.gpus_per_child).is_integer():
@@ -604,7 +607,8 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]
         key = f"{prefix}{f.name}"
         tp = hints[f.name]
         if get_origin(tp) is tuple and dataclasses.is_dataclass(get_args(tp)[0]):
-            rows.append((key, "(required)", f.metadata.get("doc", "")))
+            default = "(required)" if f.default is dataclasses.MISSING else repr(list(f.default))
+            rows.append((key, default, f.metadata.get("doc", "")))
             rows.extend(describe(get_args(tp)[0], key + "[]."))
             continue
         variants = [a for a in get_args(tp) if dataclasses.is_dataclass(a)] or [tp]
@@ -736,11 +740,13 @@ def _convert_union(value: Any, args: tuple, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: must be a mapping, got {_kind(value)} {value!r}")
         chosen = value.get("type", dataclasses.fields(tagged[0])[0].default)
-        if chosen not in by_type:
+        if not isinstance(chosen, str) or chosen not in by_type:  # a list or mapping is not hashable
             raise ConfigError(f"{key}.type: must be one of {', '.join(by_type)}; got {chosen!r}")
         return _build(by_type[chosen], value, key)
     if bool in options and isinstance(value, bool):
         return value
+    if float in options and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")  # not "must be a number"
     for option_type in options:
         if option_type is bool:
             continue

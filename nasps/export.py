@@ -34,7 +34,7 @@ def ranked_child(run_dir: Path, rank: int) -> tuple[ChildRow, dict]:
     """The child at ``rank`` (1 = best reward among trained, ok children) and the run's config."""
     if not run_dir.is_dir():
         raise UserInputError(f"{run_dir}: no such run directory")
-    store = ResultsStore(run_dir / STORE_NAME)
+    store = ResultsStore(run_dir / STORE_NAME, readonly=True)
     try:
         ranked = ranked_children(store.children())
         config = store.meta().get("config")

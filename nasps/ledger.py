@@ -66,6 +66,7 @@ class Ledger:
         self.progress = Progress()
         self._finished: dict[str, Outcome] = {}  # arch hash -> first finished child
         self._in_flight: Counter[str] = Counter()  # arch hash -> children being trained
+        self._running: dict[Optional[int], list[Architecture]] = {}  # replica -> admitted to run
         self._statuses: Counter[str] = Counter()
         rows = store.children()
         for row in rows:
@@ -82,13 +83,28 @@ class Ledger:
     def tickets_left(self) -> int:
         return self.budget - self.progress.trained - self.progress.in_flight
 
-    def admit(self, archs: list[Architecture]) -> list[Admission]:
+    def admit(self, archs: list[Architecture], replica: Optional[int] = None) -> list[Admission]:
         """Decide, for each sampled architecture in order, what becomes of it. Those admitted to
         run are written down as pending, so a resumed search knows what was in flight."""
         decisions = self._admit([a.hash for a in archs])
-        self.store.add_pending([(a.space, a.json_text, a.hash, a.depth)
-                                for a, d in zip(archs, decisions) if d.kind == "run"])
+        running = [a for a, d in zip(archs, decisions) if d.kind == "run"]
+        self.store.add_pending([(a.space, a.json_text, a.hash, a.depth) for a in running])
+        self._running.setdefault(replica, []).extend(running)
         return decisions
+
+    def take_recovered(self, m: int, replica: Optional[int]) -> list[Architecture]:
+        """Up to m recovered children, now ``replica``'s to train."""
+        recovered = [a for a in self.recovered if self._in_flight[a.hash] > 0]
+        taken, self.recovered = recovered[:m], recovered[m:]
+        self._running.setdefault(replica, []).extend(taken)
+        return taken
+
+    def reclaim(self, replica: Optional[int]) -> list[Architecture]:
+        """The children a replica that died had admitted and not finished: they keep their
+        tickets and go back to be trained again (``recovered``)."""
+        lost = [a for a in self._running.pop(replica, []) if self._in_flight[a.hash] > 0]
+        self.recovered.extend(lost)
+        return lost
 
     def _admit(self, hashes: list[str]) -> list[Admission]:
         decisions = []
@@ -131,6 +147,9 @@ class Ledger:
             started_at=result.started_at, finished_at=result.finished_at, depth=arch.depth)
         self._in_flight[arch.hash] -= 1
         self.progress.in_flight -= 1
+        running = self._running.get(replica, [])
+        if arch in running:
+            running.remove(arch)
         outcome = Outcome(row_id, result.status, result.reward, cached=False, error=result.error)
         self._note(arch.hash, outcome)
         if self.board is not None:

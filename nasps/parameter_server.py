@@ -53,6 +53,7 @@ class PushReceipt:
     version: int
     staleness: int
     applied: bool
+    epoch: int = 0  # restores of this shard so far (a checkpoint reloaded after a stop or crash)
 
 
 class ParameterShard:
@@ -65,6 +66,7 @@ class ParameterShard:
         self.exp_avg = torch.zeros_like(self.params)
         self.exp_avg_sq = torch.zeros_like(self.params)
         self.version = 0
+        self.epoch = 0
         self._receipts: dict[str, tuple[int, PushReceipt]] = {}  # replica -> (last seq, receipt)
 
     def pull(self) -> tuple[torch.Tensor, int]:
@@ -75,15 +77,16 @@ class ParameterShard:
         last = self._receipts.get(replica)
         if last is not None and seq <= last[0]:
             previous = last[1]
-            return PushReceipt(previous.version, previous.staleness, applied=False)
+            return PushReceipt(previous.version, previous.staleness, applied=False, epoch=self.epoch)
         if gradient.shape != self.params.shape:
             raise ValueError(f"shard {self.index}: gradient of shape {tuple(gradient.shape)}, "
                              f"expected {tuple(self.params.shape)}")
-        staleness = self.version - version_pulled
+        # A shard restored from a checkpoint is behind versions pulled before its restore.
+        staleness = max(0, self.version - version_pulled)
         adam_step(self.params, self.exp_avg, self.exp_avg_sq, gradient.to(torch.float32),
                   self.version + 1, self.adam)
         self.version += 1
-        receipt = PushReceipt(self.version, staleness, applied=True)
+        receipt = PushReceipt(self.version, staleness, applied=True, epoch=self.epoch)
         self._receipts[replica] = (seq, receipt)
         return receipt
 
@@ -98,13 +101,15 @@ class ParameterShard:
                 "exp_avg_sq": self.exp_avg_sq.clone(), "version": self.version,
                 "receipts": {r: (s, vars(rec)) for r, (s, rec) in self._receipts.items()}}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, epoch: int = 0) -> None:
+        """Restore a saved state; ``epoch`` numbers this restore, and tags the pushes after it."""
+        self.epoch = epoch
         self.index = state["index"]
         self.params = state["params"].clone()
         self.exp_avg = state["exp_avg"].clone()
         self.exp_avg_sq = state["exp_avg_sq"].clone()
         self.version = state["version"]
-        self._receipts = {r: (s, PushReceipt(**rec)) for r, (s, rec) in state["receipts"].items()}
+        self._receipts = {r: (s, PushReceipt(**{**rec, "epoch": epoch})) for r, (s, rec) in state["receipts"].items()}
 
 
 def adam_step(param: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,

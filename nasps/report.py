@@ -34,6 +34,7 @@ class RunReport:
     mean_staleness: Optional[float]
     pushes: int
     top_means: dict[int, Optional[float]]  # k -> mean reward of the k best trained children
+    lost_updates: int = 0  # shard updates lost to restores from the checkpoint
 
 
 @dataclass(frozen=True)
@@ -45,16 +46,18 @@ class StoredRun:
     pushes: list[tuple]
     rounds: list[tuple]
     strategy: Optional[str]
+    lost_updates: int = 0
 
 
 def load_run(run_dir: str | Path) -> StoredRun:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserInputError(f"{run_dir}: no such run directory")
-    store = ResultsStore(run_dir / STORE_NAME)
+    store = ResultsStore(run_dir / STORE_NAME, readonly=True)
     try:
         strategy = store.meta().get("config", {}).get("strategy", {}).get("type")
-        return StoredRun(run_dir, store.children(), store.pushes(), store.rounds(), strategy)
+        return StoredRun(run_dir, store.children(), store.pushes(), store.rounds(), strategy,
+                         store.lost_updates())
     finally:
         store.close()
 
@@ -71,7 +74,8 @@ def summarize(run_dir: str | Path | StoredRun, top: int = 10) -> RunReport:
     top_means = {k: statistics.fmean(r.reward for r in ranked[:k]) if len(ranked) >= k else None
                  for k in TOP_KS}
     return RunReport(
-        run_dir=str(run.run_dir), strategy=run.strategy, top_means=top_means, children=len(rows), trained=len(trained),
+        run_dir=str(run.run_dir), strategy=run.strategy, top_means=top_means, children=len(rows),
+        lost_updates=run.lost_updates, trained=len(trained),
         cached=len(rows) - len(trained), by_status=dict(Counter(r.status for r in rows)),
         top=ranked[:top], wall_s=wall, trained_per_min=(60.0 * len(trained) / wall) if wall > 0 else 0.0,
         mean_staleness=statistics.fmean(staleness) if staleness else None, pushes=len(pushes))
@@ -83,7 +87,8 @@ def format_report(report: RunReport) -> str:
              "status: " + ", ".join(f"{k} {v}" for k, v in sorted(report.by_status.items())),
              f"throughput: {report.trained_per_min:.1f} children/min over {report.wall_s:.1f} s"]
     if report.mean_staleness is not None:
-        lines.append(f"pushes: {report.pushes} shard updates, mean staleness {report.mean_staleness:.2f}")
+        lost = f", {report.lost_updates} lost to shard restores" if report.lost_updates else ""
+        lines.append(f"pushes: {report.pushes} shard updates, mean staleness {report.mean_staleness:.2f}{lost}")
     if report.top:
         lines.append("")
         lines.append(f"top {len(report.top)} architectures:")
@@ -103,7 +108,7 @@ def report_json(report: RunReport) -> dict:
         "run_dir": report.run_dir, "children": report.children, "trained": report.trained,
         "cached": report.cached, "by_status": report.by_status, "wall_s": report.wall_s,
         "trained_per_min": report.trained_per_min, "mean_staleness": report.mean_staleness,
-        "pushes": report.pushes, "strategy": report.strategy,
+        "pushes": report.pushes, "strategy": report.strategy, "lost_updates": report.lost_updates,
         "top_means": {str(k): v for k, v in report.top_means.items()},
         "top": [{"rank": rank, "id": r.id, "reward": r.reward, "metrics": r.metrics, "arch": r.arch,
                  "arch_hash": r.arch_hash, "duration_s": r.duration_s, "depth": r.depth}

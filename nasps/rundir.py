@@ -12,9 +12,10 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 import nasps
-from nasps.checkpoint import check_resumable, load_checkpoint
+from nasps.checkpoint import CHECKPOINT_NAME, check_resumable, load_checkpoint
 from nasps.config import Config, config_to_dict, dump_config, load_config
 from nasps.errors import UserInputError
 from nasps.store import STORE_NAME, ResultsStore
@@ -31,7 +32,7 @@ def prepare_run_dir(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserInputError(f"--run-dir {run_dir}: exists and is not a directory")
-    if (run_dir / STORE_NAME).exists() or (run_dir / CONFIG_NAME).exists():
+    if any((run_dir / name).exists() for name in (STORE_NAME, CONFIG_NAME, CHECKPOINT_NAME)):
         raise UserInputError(f"--run-dir {run_dir}: already holds a search; choose another directory")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -57,9 +58,11 @@ def open_new_store(run_dir: str | Path, config: Config) -> ResultsStore:
 RESUMABLE_SECTIONS = ("budget.", "cluster.")
 
 
-def open_for_resume(run_dir: str | Path, overrides: list[str]) -> Config:
+def open_for_resume(run_dir: str | Path, overrides: list[str],
+                    check: Callable[[Config], None] = lambda config: None) -> Config:
     """The config of the search in ``run_dir``, with ``--set`` changes to its budget and cluster
-    only; checks the store opens. The new config replaces ``config.yaml`` (written, then
+    only; checks the store opens. ``check`` (the evaluator imports, the data is there) runs
+    before anything is written. The new config replaces ``config.yaml`` (written, then
     renamed) and the store's meta keeps every earlier one."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -73,6 +76,12 @@ def open_for_resume(run_dir: str | Path, overrides: list[str]) -> Config:
             raise UserInputError(f"--set {key}: a resumed search may change only budget.* and cluster.* keys")
     config = load_config(run_dir / CONFIG_NAME, overrides)
     check_resumable(config, load_checkpoint(run_dir))
+    check(config)
+    probe = ResultsStore(run_dir / STORE_NAME, readonly=True)  # a damaged store stops here, untouched
+    try:
+        probe.children()
+    finally:
+        probe.close()
     store = ResultsStore(run_dir / STORE_NAME, create=True)  # adds tables a newer nasps has
     try:
         store.children()

@@ -52,7 +52,17 @@ CREATE TABLE IF NOT EXISTS pushes (
     staleness      INTEGER NOT NULL,
     applied        INTEGER NOT NULL,        -- 0: a retried call the shard had applied already
     pushed_at      REAL NOT NULL,
+    epoch          INTEGER NOT NULL DEFAULT 0,  -- the shard's restores before this push
     PRIMARY KEY (replica, seq, shard)
+);
+CREATE TABLE IF NOT EXISTS restores (       -- a shard reloaded from the checkpoint
+    shard          INTEGER NOT NULL,
+    epoch          INTEGER NOT NULL,        -- pushes after it carry this epoch
+    version        INTEGER NOT NULL,        -- the version it was restored to
+    cause          TEXT NOT NULL,           -- resume (the search restarted) or restart (the shard died)
+    lost           INTEGER NOT NULL,        -- updates applied after the checkpoint, known when restored
+    restored_at    REAL NOT NULL,
+    PRIMARY KEY (shard, epoch)
 );
 CREATE TABLE IF NOT EXISTS pending (      -- admitted to train, not finished: re-run on resume
     id          INTEGER PRIMARY KEY,
@@ -120,19 +130,27 @@ def ranked_children(rows: Sequence[ChildRow]) -> list[ChildRow]:
 class ResultsStore:
     """Writes and reads one run's ``results.sqlite``."""
 
-    def __init__(self, path: str | Path, *, create: bool = False):
+    def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False):
+        """``readonly`` for readers (report, export, train): nothing is written (not even the
+        journal mode, which would give an empty file a header), so a damaged or foreign file
+        stays exactly as it was. It is not SQLite's mode=ro, which leaves -wal/-shm files behind."""
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise UserInputError(f"{self.path}: no results store here")
+        self._db = None
         try:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
             if create:
                 self._db.executescript(SCHEMA)
             self._check_schema()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UserInputError) as exc:
+            if self._db is not None:
+                self._db.close()
+            if isinstance(exc, UserInputError):
+                raise
             raise UserInputError(f"{self.path}: not a readable nasps results store ({exc})") from None
 
     def _check_schema(self) -> None:
@@ -190,7 +208,7 @@ class ResultsStore:
         """Children admitted but never finished (in flight when a search stopped): (space, arch
         JSON, depth), in order of admission."""
         try:
-            return self._db.execute("SELECT space, arch, depth FROM pending ORDER BY id").fetchall()
+            return self._fetch("SELECT space, arch, depth FROM pending ORDER BY id")
         except sqlite3.OperationalError:  # a store from before the table existed
             return []
 
@@ -199,14 +217,36 @@ class ResultsStore:
             self._db.executemany("UPDATE children SET staleness = ? WHERE id = ?",
                                  [(staleness, i) for i in child_ids])
 
-    def add_pushes(self, rows: Iterable[tuple[int, int, int, int, int, int, bool]]) -> None:
-        """Rows of (replica, seq, shard, version_pulled, version, staleness, applied)."""
+    def add_pushes(self, rows: Iterable[tuple[int, int, int, int, int, int, bool, int]]) -> None:
+        """Rows of (replica, seq, shard, version_pulled, version, staleness, applied, epoch)."""
         now = time.time()
         with self._transaction():
             self._db.executemany(
                 "INSERT OR REPLACE INTO pushes(replica, seq, shard, version_pulled, version,"
-                " staleness, applied, pushed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(*row[:6], int(row[6]), now) for row in rows])
+                " staleness, applied, pushed_at, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*row[:6], int(row[6]), now, row[7] if len(row) > 7 else 0) for row in rows])
+
+    def add_restore(self, shard: int, version: int, cause: str) -> tuple[int, int]:
+        """Record a shard restored to ``version``; returns its new epoch and the updates lost (those
+        its previous epoch applied beyond ``version``, as far as the store has seen them yet)."""
+        with self._transaction():
+            epoch = 1 + self._db.execute("SELECT COALESCE(MAX(epoch), 0) FROM restores WHERE shard = ?",
+                                         (shard,)).fetchone()[0]
+            lost = self._db.execute("SELECT COUNT(*) FROM pushes WHERE shard = ? AND epoch = ? AND applied = 1"
+                                    " AND version > ?", (shard, epoch - 1, version)).fetchone()[0]
+            self._db.execute("INSERT INTO restores(shard, epoch, version, cause, lost, restored_at)"
+                             " VALUES (?, ?, ?, ?, ?, ?)", (shard, epoch, version, cause, lost, time.time()))
+        return epoch, lost
+
+    def lost_updates(self) -> int:
+        """Shard updates lost to restores: applied by an epoch beyond the version the next epoch
+        was restored to (counted from every push the store holds, late reports included)."""
+        try:
+            return int(self._fetch(
+                "SELECT COUNT(*) FROM restores r JOIN pushes p ON p.shard = r.shard AND p.epoch = r.epoch - 1"
+                " AND p.applied = 1 AND p.version > r.version")[0][0])
+        except sqlite3.OperationalError:  # a store from before restores existed
+            return 0
 
     def add_round(self, stats: "RoundStats", staleness: int) -> None:
         with self._transaction():
@@ -221,29 +261,36 @@ class ResultsStore:
 
     # ------------------------------------------------------------------ reading
 
+    def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        """Rows of a query; a damaged file is a one-line error naming it, not a traceback."""
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "no such" in str(exc):
+                raise  # a table or column an older store lacks: the caller knows what to do
+            raise UserInputError(f"{self.path}: not a readable nasps results store ({exc})") from None
+
     def meta(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+        return {k: json.loads(v) for k, v in self._fetch("SELECT key, value FROM meta")}
 
     def children(self, order: str = "id") -> list[ChildRow]:
         orders = {"id": "id", "reward": "reward IS NULL, reward DESC, id"}
-        rows = self._db.execute(f"SELECT * FROM children ORDER BY {orders[order]}").fetchall()
-        return [_row(r) for r in rows]
+        return [_row(r) for r in self._fetch(f"SELECT * FROM children ORDER BY {orders[order]}")]
 
     def count(self, where: str = "1", args: Sequence[Any] = ()) -> int:
-        return int(self._db.execute(f"SELECT COUNT(*) FROM children WHERE {where}", args).fetchone()[0])
+        return int(self._fetch(f"SELECT COUNT(*) FROM children WHERE {where}", args)[0][0])
 
     def rounds(self) -> list[tuple]:
         """(replica, seq, baseline, entropy, mean_reward, scored, depth, staleness, pushed_at)."""
         try:
-            return self._db.execute("SELECT replica, seq, baseline, entropy, mean_reward, scored, depth,"
-                                    " staleness, pushed_at FROM rounds ORDER BY pushed_at").fetchall()
+            return self._fetch("SELECT replica, seq, baseline, entropy, mean_reward, scored, depth,"
+                               " staleness, pushed_at FROM rounds ORDER BY pushed_at")
         except sqlite3.OperationalError:  # a store from before the table existed
             return []
 
     def pushes(self) -> list[tuple]:
-        return self._db.execute(
-            "SELECT replica, seq, shard, version_pulled, version, staleness, applied"
-            " FROM pushes ORDER BY pushed_at, replica, seq, shard").fetchall()
+        return self._fetch("SELECT replica, seq, shard, version_pulled, version, staleness, applied, epoch"
+                           " FROM pushes ORDER BY pushed_at, replica, seq, shard")
 
 
 class _Transaction:

@@ -26,7 +26,18 @@ from nasps.training.image import accuracy
 from nasps.training.language import perplexity
 from tests.conftest import NASPS, ROOT
 
-PTB = ROOT.parent / "shared" / "data" / "ptb"
+
+def ptb_folder(folder):
+    """Mikolov's format (train, valid, test), with a small regular language to learn."""
+    import random
+    rng = random.Random(0)
+    subjects, verbs, objects = ["the cat", "a dog", "the bird", "my friend"], ["sees", "likes", "eats"], \
+        ["the fish", "a ball", "some bread", "<unk>"]
+    for split, lines in (("train", 3000), ("valid", 200), ("test", 200)):
+        text = "\n".join(f" {rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} "
+                         for _ in range(lines))
+        (folder / f"ptb.{split}.txt").write_text(text + "\n")
+    return folder
 
 
 def search(tmp_path, space, evaluator, children=3):
@@ -90,9 +101,10 @@ weights_format: safetensors
 
 def test_cell_training_with_its_own_evaluator_reports_test_perplexity(ray_session, tmp_path):
     run = search(tmp_path, {"type": "rnn_cell", "base": 2}, {"type": "python", "target": "tests.toys:cell_toy"})
+    ptb = ptb_folder(tmp_path)
     out = tmp_path / "final"
     done = train(tmp_path, run, f"""
-evaluator: {{type: language_model, dataset: {{type: ptb, root: {PTB}}}, hidden_size: 16, batch_size: 8,
+evaluator: {{type: language_model, dataset: {{type: ptb, root: {ptb}}}, hidden_size: 16, batch_size: 8,
             bptt: 10, max_tokens_per_epoch: 2000, dropout: 0.0}}
 epochs: 1
 grid: {{learning_rate: [5.0]}}
@@ -101,7 +113,7 @@ grid: {{learning_rate: [5.0]}}
     record = json.loads((out / "training.json").read_text())
     model = CellLanguageModel(record["architecture"], record["model"]["vocab_size"], 16, 2, 0.0, True)
     model.load_state_dict(torch.load(out / "weights.pt", weights_only=True))
-    data = load_text_splits(PtbDatasetConfig(root=str(PTB)), 0, with_test=True)
+    data = load_text_splits(PtbDatasetConfig(root=str(ptb)), 0, with_test=True)
     assert perplexity(model.eval(), data.test, 10) == pytest.approx(record["test"]["test_perplexity"], rel=1e-4)
     assert record["test"]["test_perplexity"] < record["model"]["vocab_size"]  # it learned something
 

@@ -63,3 +63,14 @@ def gpu_probe(arch: dict) -> dict:
     return {"reward": match_fraction(arch),
             "metrics": {"gpu_ids": gpu_ids, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                         "pid": os.getpid(), "started": started, "finished": time.time()}}
+
+
+def crash_once(arch: dict) -> dict:
+    """Kills its worker process the first time it sees an architecture (a marker file under
+    NASPS_TOY_DIR remembers), and scores it on the retry."""
+    import hashlib
+    marker = os.path.join(os.environ["NASPS_TOY_DIR"], hashlib.sha256(repr(sorted(arch.items())).encode()).hexdigest())
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return {"reward": match_fraction(arch), "metrics": {"pid": os.getpid()}}

@@ -51,19 +51,37 @@ def _ptb_files(config: PtbDatasetConfig) -> tuple[Path, Path]:
 def check_available(config) -> None:
     """The one-line error a user needs when the files are not there (before Ray starts)."""
     paths = _ptb_files(config) if isinstance(config, PtbDatasetConfig) else (Path(config.path).expanduser(),)
+    where = "evaluator.dataset.root" if isinstance(config, PtbDatasetConfig) else "evaluator.dataset.path"
     for path in paths:
         if not path.is_file():
-            where = "evaluator.dataset.root" if isinstance(config, PtbDatasetConfig) else "evaluator.dataset.path"
             raise UserInputError(f"{where}: no file {path}" + (
                 "; put Mikolov's ptb.train.txt and ptb.valid.txt (or ptb.char.*.txt) there"
                 if isinstance(config, PtbDatasetConfig) else ""))
+        text = _read(path, where)  # not UTF-8, or unreadable: one line here, not a failure per child
+        if isinstance(config, TextDatasetConfig):
+            _validation_size(text, config, path)
 
 
-def _read(path: Path) -> str:
+def _validation_size(text: str, config: TextDatasetConfig, path: Path) -> int:
+    size = int(len(text) * config.validation_fraction)
+    if size < 2 or len(text) - size < 2:
+        raise UserInputError(f"evaluator.dataset.path: {path} is too short to split "
+                             f"({len(text)} characters)")
+    return size
+
+
+def _read(path: Path, key: str) -> str:
     try:
         return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: cannot read ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise UserInputError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise UserInputError(f"{key}: cannot read {path} ({exc.strerror or exc})") from None
+
+
+def _ptb_tokens(path: Path) -> list[str]:
+    """Mikolov's format: words separated by spaces, an end-of-sentence token after each line."""
+    return [t for line in _read(path, "evaluator.dataset.root").splitlines() for t in line.split() + [EOS]]
 
 
 def load_text_splits(config, seed: int, with_test: bool = False) -> TextSplits:
@@ -73,21 +91,18 @@ def load_text_splits(config, seed: int, with_test: bool = False) -> TextSplits:
     test_tokens = None
     if isinstance(config, PtbDatasetConfig):
         train_path, valid_path = _ptb_files(config)
-        train_tokens = [t for line in _read(train_path).splitlines() for t in line.split() + [EOS]]
-        valid_tokens = [t for line in _read(valid_path).splitlines() for t in line.split() + [EOS]]
+        train_tokens = _ptb_tokens(train_path)
+        valid_tokens = _ptb_tokens(valid_path)
         name = f"ptb ({config.level})"
         if with_test:
             test_path = train_path.with_name(train_path.name.replace("train", "test"))
             if not test_path.is_file():
                 raise UserInputError(f"evaluator.dataset.root: no test file {test_path}")
-            test_tokens = [t for line in _read(test_path).splitlines() for t in line.split() + [EOS]]
+            test_tokens = _ptb_tokens(test_path)
     elif isinstance(config, TextDatasetConfig):
         path = Path(config.path).expanduser()
-        text = _read(path)
-        size = int(len(text) * config.validation_fraction)
-        if size < 2 or len(text) - size < 2:
-            raise UserInputError(f"evaluator.dataset.path: {path} is too short to split "
-                                 f"({len(text)} characters)")
+        text = _read(path, "evaluator.dataset.path")
+        size = _validation_size(text, config, path)
         start = int(torch.randint(0, len(text) - size + 1, (1,),
                                   generator=torch.Generator().manual_seed(seed)))
         valid_tokens = list(text[start:start + size])

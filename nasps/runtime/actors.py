@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
@@ -18,6 +19,7 @@ import ray
 import torch
 
 from nasps.board import Board
+from nasps.checkpoint import load_checkpoint
 from nasps.evaluators import ChildResult
 from nasps.ledger import Admission, Ledger, Outcome, Progress
 from nasps.parameter_server import AdamSettings, ParameterShard, PushReceipt
@@ -26,13 +28,31 @@ from nasps.store import ResultsStore, RoundStats
 
 log = logging.getLogger(__name__)
 
+def _restarted() -> bool:
+    with warnings.catch_warnings():  # Ray 2.60 warns about its own use of a deprecated property
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ray.get_runtime_context().was_current_actor_reconstructed
+
+
 @ray.remote
 class ParameterServerShard:
     """A ``ParameterShard`` that speaks numpy arrays on the wire: Ray ships those without
     pickling (zero-copy), which makes a push several times cheaper than with torch tensors."""
 
-    def __init__(self, index: int, params, adam: AdamSettings):
-        self.shard = ParameterShard(index, torch.tensor(np.asarray(params)), adam)
+    def __init__(self, index: int, params, adam: AdamSettings, run_dir: Optional[str] = None,
+                 recorder: Optional[str] = None):
+        """``params``: the initial slice, or its length for a restartable shard (``run_dir``)
+        whose state the driver loads next: a restart then needs no constructor argument from
+        the object store, only the checkpoint, which the driver writes before any update.
+        ``recorder`` is the recorder actor's name (a handle would be an argument in the store)."""
+        initial = torch.zeros(params) if isinstance(params, int) else torch.tensor(np.asarray(params))
+        self.shard = ParameterShard(index, initial, adam)
+        if run_dir is not None and _restarted():
+            # Ray restarted this shard after its process died: continue from the last checkpoint
+            # and say how many updates that lost.
+            state = load_checkpoint(run_dir)["shards"][index]
+            epoch = ray.get(ray.get_actor(recorder).shard_restored.remote(index, state["version"], "restart"))
+            self.shard.load_state_dict(state, epoch)
 
     def pull(self) -> tuple[np.ndarray, int]:
         params, version = self.shard.pull()
@@ -50,8 +70,11 @@ class ParameterServerShard:
     def state_dict(self) -> dict:
         return self.shard.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
-        self.shard.load_state_dict(state)
+    def load_state_dict(self, state: dict, epoch: int = 0) -> None:
+        self.shard.load_state_dict(state, epoch)
+
+    def set_params(self, params) -> None:
+        self.shard.params = torch.tensor(np.asarray(params))
 
 
 @ray.remote
@@ -61,17 +84,17 @@ class Recorder:
         board = Board(board_dir) if board_dir is not None else None
         self.ledger = Ledger(ResultsStore(Path(store_path)), budget_children, sample_cap, board)
         self._changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
-        self._recovered = list(self.ledger.recovered)  # in flight when the search last stopped
+
         self.controllers: dict[int, dict] = {}  # replica -> its controller state at its last push
 
-    async def admit(self, archs: list[Architecture],
-                    push_report: Optional[tuple] = None) -> tuple[list[Admission], int]:
+    async def admit(self, archs: list[Architecture], push_report: Optional[tuple] = None,
+                    replica: Optional[int] = None) -> tuple[list[Admission], int]:
         """Admit a replica's new samples; ``push_report`` is its previous round's push, if any
         (carried here to save the replica one call per round). Also returns how many children
         all replicas have sampled, which sets the depth of the replica's next round."""
         if push_report is not None:
             await self.report_push(*push_report)
-        return self.ledger.admit(archs), self.ledger.progress.samples
+        return self.ledger.admit(archs, replica), self.ledger.progress.samples
 
     async def record(self, children: list[tuple[Architecture, ChildResult]], replica: int,
                      controller_version: int) -> list[Outcome]:
@@ -97,13 +120,27 @@ class Recorder:
         if controller is not None:
             self.controllers[controller["replica"]] = controller
 
+    async def shard_restored(self, index: int, version: int, cause: str) -> int:
+        """Record a shard reloaded from the checkpoint; its new epoch."""
+        epoch, lost = self.ledger.store.add_restore(index, version, cause)
+        log.warning("shard %d restored to version %d (%s): %d updates applied after the checkpoint "
+                    "are lost", index, version, cause, lost)
+        return epoch
+
+    async def lost_updates(self) -> int:
+        return self.ledger.store.lost_updates()
+
     async def controller_states(self) -> dict[int, dict]:
         return dict(self.controllers)
 
-    async def take_recovered(self, m: int) -> list[Architecture]:
-        """Up to m children that were in flight when the search stopped, to train again (once)."""
-        taken, self._recovered = self._recovered[:m], self._recovered[m:]
-        return taken
+    async def take_recovered(self, m: int, replica: int) -> list[Architecture]:
+        """Up to m children that were in flight when the search stopped or their replica died,
+        to train again (once); they become that replica's."""
+        return self.ledger.take_recovered(m, replica)
+
+    async def replica_lost(self, replica: int) -> int:
+        """A replica died: its unfinished children go back to be trained again."""
+        return len(self.ledger.reclaim(replica))
 
     async def progress(self) -> Progress:
         return self.ledger.progress

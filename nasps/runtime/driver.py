@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import ray
 import torch
+from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from nasps.board import board_dir
@@ -45,7 +47,8 @@ class SearchSummary:
     params: torch.Tensor  # the policy's final flat parameter vector, joined from the shards
     shard_states: list[dict]  # each shard's final state: parameters, Adam moments, version
     ready_at: float  # when every actor was up and the replicas started their first round
-    lost_updates: int = 0  # resumed: shard updates applied after the checkpoint, lost with the stop
+    lost_updates: int = 0  # shard updates lost to restores from the checkpoint (resume, shard death)
+    replica_restarts: int = 0
 
 
 def connect(address: Optional[str], runtime_env: dict) -> bool:
@@ -60,7 +63,10 @@ def connect(address: Optional[str], runtime_env: dict) -> bool:
     env_vars.setdefault("PYTHONPATH", os.pathsep.join(paths))
     env["env_vars"] = env_vars
     address = address or os.environ.get("RAY_ADDRESS") or None
+    # "local" starts a new Ray even when one started by `ray start` runs on this machine (plain
+    # ray.init() would join that one): no --address means nasps's own embedded Ray.
     kwargs = {} if address else {"include_dashboard": False}
+    address = address or "local"
     try:
         ray.init(address=address, runtime_env=env, logging_level=logging.WARNING, **kwargs)
     except ConnectionError as exc:
@@ -85,34 +91,32 @@ def run_search(config: Config, run_dir: str | Path, *, address: Optional[str] = 
     started_ray = connect(address, config.cluster.runtime_env)
     started = time.time()
     try:
-        return _run(config, run_dir, on_progress, poll_s, started, resume, checkpoint)
+        return _run(config, run_dir, on_progress, poll_s, started, resume, checkpoint, started_ray)
     finally:
         if started_ray:
             ray.shutdown()
 
 
-def _pushes_so_far(run_dir: Path, checkpoint: Optional[dict]) -> tuple[int, dict[int, int]]:
-    """Shard updates the store saw applied after the checkpoint was taken (lost with the stop),
-    and the last push sequence number of each replica."""
-    store = ResultsStore(run_dir / STORE_NAME)
+def _last_seqs(run_dir: Path) -> dict[int, int]:
+    """The last push sequence number of each replica in the store."""
+    store = ResultsStore(run_dir / STORE_NAME, readonly=True)
     try:
         pushes = store.pushes()
     finally:
         store.close()
-    saved = [s["version"] for s in checkpoint["shards"]] if checkpoint else []
-    lost = sum(1 for p in pushes if p[6] and p[4] > (saved[p[2]] if p[2] < len(saved) else 0))
     last_seq: dict[int, int] = {}
     for p in pushes:
         last_seq[p[0]] = max(last_seq.get(p[0], 0), p[1])
-    return lost, last_seq
+    return last_seq
 
 
 def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: float, resume: bool,
-         checkpoint: Optional[dict]) -> SearchSummary:
+         checkpoint: Optional[dict], started_ray: bool) -> SearchSummary:
     cluster = config.cluster
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     tb = board_dir(run_dir, config)
-    recorder = Recorder.options(num_cpus=0, scheduling_strategy=here).remote(
+    recorder_name = f"nasps-recorder-{uuid.uuid4().hex[:12]}"
+    recorder = Recorder.options(num_cpus=0, scheduling_strategy=here, name=recorder_name).remote(
         str((run_dir / "results.sqlite").resolve()), config.budget.children, config.budget.sample_cap,
         str(tb.resolve()) if tb is not None else None)
 
@@ -121,26 +125,43 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
     bounds = shard_bounds(policy.num_params, cluster.parameter_servers if policy.learns else 1)
     initial = [p.numpy() for p in split_params(policy.initial_params(config.seed), bounds)]
     adam = adam_settings(config)
-    shards = [ParameterServerShard.options(num_cpus=0).remote(i, p, adam)
-              for i, p in enumerate(initial)] if policy.learns else []
-    lost, pushed = 0, {}
+    # Shards live on the driver's node, next to the checkpoint they restart from when their
+    # process dies (Ray restarts them and retries the calls in flight; pushes are idempotent).
+    shards = [ParameterServerShard.options(num_cpus=0, scheduling_strategy=here, max_restarts=-1,
+                                           max_task_retries=-1).remote(
+        i, len(p), adam, str(run_dir.resolve()), recorder_name) for i, p in enumerate(initial)] if policy.learns else []
+    ray.get([s.set_params.remote(p) for s, p in zip(shards, initial)])
+    pushed: dict[int, int] = {}
     controllers: dict[int, dict] = {}
     if resume:
-        lost, pushed = _pushes_so_far(run_dir, checkpoint)
+        pushed = _last_seqs(run_dir)
         if checkpoint is not None:
-            ray.get([s.load_state_dict.remote(state) for s, state in zip(shards, checkpoint["shards"])])
+            for index, (shard, state) in enumerate(zip(shards, checkpoint["shards"])):
+                epoch = ray.get(recorder.shard_restored.remote(index, state["version"], "resume"))
+                ray.get(shard.load_state_dict.remote(state, epoch))
             controllers = checkpoint["replicas"]
-        if lost:
-            log.warning("resuming: %d shard updates applied after the last checkpoint are lost "
-                        "(the policy continues from the checkpoint)", lost)
+            lost = ray.get(recorder.lost_updates.remote())
+            if lost:
+                log.warning("resuming: the policy continues from the last checkpoint; in all, %d shard "
+                            "updates of this run have been lost to restores", lost)
         if checkpoint is None and policy.learns:
             log.warning("resuming without a checkpoint: the policy starts again from its initial "
                         "parameters; every finished child is kept")
 
-    worker_options = {"num_cpus": cluster.cpus_per_child, "num_gpus": cluster.gpus_per_child}
-    replicas = [ControllerReplica.options(num_cpus=0).remote(
-        k, config, shards, bounds, recorder, worker_options, _controller_state(k, controllers, checkpoint, pushed))
-        for k in range(cluster.replicas)]
+    # Children spread over the nodes that can hold them: a node that leaves takes only its share.
+    worker_options = {"num_cpus": cluster.cpus_per_child, "num_gpus": cluster.gpus_per_child,
+                      "scheduling_strategy": "SPREAD"}
+    if not started_ray and cluster.runtime_env:
+        # Ray was started by the caller (a script, a notebook): the config's runtime_env did not
+        # go into ray.init, so the workers, which run the user's code, take it themselves.
+        worker_options["runtime_env"] = cluster.runtime_env
+    def make_replica(k: int, state: Optional[dict]):
+        return ControllerReplica.options(num_cpus=0).remote(
+            k, config, shards, bounds, recorder, worker_options, state)
+
+    replicas = [make_replica(k, _controller_state(k, controllers, checkpoint, pushed))
+                for k in range(cluster.replicas)]
+    restarts = 0
     clock = CheckpointClock(config.checkpoint.every_s, config.checkpoint.every_updates,
                             checkpoint["updates"] if checkpoint else 0)
 
@@ -151,6 +172,9 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
             saved = {**controllers, **ray.get(recorder.controller_states.remote())}
             save_checkpoint(run_dir, states, saved, progress.updates)
             clock.saved(progress.updates)
+
+    if checkpoint is None:
+        save()  # version 0: a shard that dies before the first update restarts from here
 
     try:
         # Start every replica's loop only once all K*m workers exist, so no replica races ahead
@@ -166,16 +190,23 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
                          len(replicas) - len(pending), len(replicas), cluster.replicas *
                          cluster.children_per_replica, cluster.cpus_per_child, cluster.gpus_per_child)
         ready_at = time.time()
-        runs = [r.run.remote() for r in replicas]
-        remaining = list(runs)
-        while remaining:
-            _, remaining = ray.wait(remaining, num_returns=len(remaining), timeout=poll_s)
+        runs = {r.run.remote(): k for k, r in enumerate(replicas)}
+        timings = []
+        while runs:
+            ready, _ = ray.wait(list(runs), num_returns=len(runs), timeout=poll_s)
+            for ref in ready:
+                k = runs.pop(ref)
+                try:
+                    timings.append(ray.get(ref))
+                except RayActorError as exc:
+                    replicas[k] = _restart_replica(k, exc, make_replica, recorder, shards, controllers)
+                    runs[replicas[k].run.remote()] = k
+                    restarts += 1
             progress = ray.get(recorder.progress.remote())
             if on_progress is not None:
                 on_progress(progress)
             if shards and clock.due(progress.updates):
                 save()
-        timings = ray.get(runs)
         save()
     except KeyboardInterrupt:
         # Stop admitting children; rows already committed stay. Children in flight are dropped.
@@ -187,9 +218,24 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
         timings, ready_at = [], time.time()
     progress = ray.get(recorder.progress.remote())
     states = ray.get([s.state_dict.remote() for s in shards])
+    lost = ray.get(recorder.lost_updates.remote())
     ray.get(recorder.close.remote())
     return SearchSummary(progress, time.time() - started, timings, [s["version"] for s in states],
-                         join_params([s["params"] for s in states]), states, ready_at, lost)
+                         join_params([s["params"] for s in states]), states, ready_at, lost, restarts)
+
+
+def _restart_replica(k: int, exc: Exception, make_replica, recorder, shards: list, controllers: dict):
+    """A replica whose process died (killed, its node lost): its unfinished children go back
+    to be trained again, and a new replica k continues from its last reported controller with
+    fresh weights from the shards (its push counter past every push they applied)."""
+    reclaimed = ray.get(recorder.replica_lost.remote(k))
+    state = ray.get(recorder.controller_states.remote()).get(k, controllers.get(k))
+    shard_states = ray.get([s.state_dict.remote() for s in shards])
+    seq = resume_seq(k, state, shard_states)
+    state = {**(state or {"replica": k, "baseline": None, "generator": None}), "seq": seq}
+    log.warning("replica %d died (%s); restarting it, %d of its children will be trained again",
+                k, type(exc).__name__, reclaimed)
+    return make_replica(k, state)
 
 
 def _controller_state(replica: int, controllers: dict[int, dict], checkpoint: Optional[dict],

@@ -76,6 +76,7 @@ class ControllerReplica:
         self.bounds = bounds
         self.recorder = recorder
         self.worker_options = worker_options
+        self.max_retries = config.cluster.max_retries
         self.workers = [self._new_worker() for _ in range(config.cluster.children_per_replica)]
         self.timing = RoundTiming()
         self._pulled = None  # (slices, versions) that the last push replied with
@@ -111,7 +112,7 @@ class ControllerReplica:
         """Train the children that were in flight when the search last stopped (a resumed
         search), m at a time. Their samples came from a policy since replaced, so they are
         recorded but feed no gradient."""
-        while archs := ray.get(self.recorder.take_recovered.remote(len(self.workers))):
+        while archs := ray.get(self.recorder.take_recovered.remote(len(self.workers), self.replica)):
             admissions = [Admission("run")] * len(archs)
             self._train(_Batch(torch.zeros(0), [], None, archs, admissions))
 
@@ -130,7 +131,7 @@ class ControllerReplica:
         t1 = time.perf_counter()
         sampled, archs = self.controller.sample(params, self._samples)
         admissions, self._samples = ray.get(
-            self.recorder.admit.remote(archs, self._push_report))
+            self.recorder.admit.remote(archs, self._push_report, self.replica))
         self._push_report = None
         self.timing.pull += t1 - t0
         self.timing.sample += time.perf_counter() - t1
@@ -153,13 +154,23 @@ class ControllerReplica:
             elif admission.kind in ("cached", "wait"):
                 reusing[self.recorder.reuse.remote(arch, self.replica, version)] = i
         outcomes = [None] * len(archs)
+        retries = [0] * len(archs)
         while training:
             # Block for the first result, then take every other one that is already there, so
             # children that finish together are committed in one call and none waits for another.
             ray.wait(list(training), num_returns=1)
             ready, _ = ray.wait(list(training), num_returns=len(training), timeout=0)
             results = self._results(ready, training, archs)
-            finished = [(training.pop(ref)[0], result) for ref, result in zip(ready, results)]
+            finished = []
+            for ref, result in zip(ready, results):
+                i, w = training.pop(ref)
+                if result is None and retries[i] < self.max_retries:  # its worker died: again, on a new one
+                    retries[i] += 1
+                    training[self.workers[w].evaluate.remote(archs[i])] = (i, w)
+                    continue
+                finished.append((i, result if result is not None else self._lost_result(retries[i])))
+            if not finished:
+                continue
             self.timing.commits += 1
             commit = self.recorder.record.remote([(archs[i], result) for i, result in finished],
                                                  self.replica, version)
@@ -189,7 +200,7 @@ class ControllerReplica:
             receipts = [receipt for receipt, _, _ in replies]
             # The reply is the shard after this push: the next sample needs no separate pull.
             self._pulled = [p for _, p, _ in replies], [v for _, _, v in replies]
-            rows = [(self.replica, seq, s, batch.versions[s], r.version, r.staleness, r.applied)
+            rows = [(self.replica, seq, s, batch.versions[s], r.version, r.staleness, r.applied, r.epoch)
                     for s, r in enumerate(receipts)]
             staleness = max(r.staleness for r in receipts)
             stats = self.controller.round_stats(seq, batch.sampled, scored, batch.archs[0].depth)
@@ -198,8 +209,9 @@ class ControllerReplica:
         self.timing.gradient += t1 - t0
         self.timing.push += time.perf_counter() - t1
 
-    def _results(self, refs: list, training: dict, archs: list) -> list[ChildResult]:
-        """The results of finished children; a child whose worker died is a failed child."""
+    def _results(self, refs: list, training: dict, archs: list) -> list[Optional[ChildResult]]:
+        """The results of finished children; None for a child whose worker died (the worker
+        is replaced)."""
         try:
             return ray.get(refs)
         except (RayActorError, RayTaskError):
@@ -210,15 +222,20 @@ class ControllerReplica:
                 results.append(ray.get(ref))
             except (RayActorError, RayTaskError) as exc:
                 i, w = training[ref]
-                results.append(self._worker_lost(w, archs[i], exc))
+                self._replace_worker(w, archs[i], exc)
+                results.append(None)
         return results
 
-    def _worker_lost(self, w: int, arch, exc: Exception) -> ChildResult:
-        """A child whose worker died is a failed child; the worker is replaced."""
+    def _replace_worker(self, w: int, arch, exc: Exception) -> None:
         log.warning("replica %d: child worker %d lost while training %s: %s",
                     self.replica, w, arch.hash, type(exc).__name__)
         self.workers[w] = self._new_worker()
         self.timing.replaced_workers += 1
+
+    def _lost_result(self, retries: int) -> ChildResult:
+        """A child whose worker died on every try is a failed child."""
         now = time.time()
-        return ChildResult("failed", None, {}, f"worker lost: {type(exc).__name__}", worker_name(), now, now)
+        return ChildResult("failed", None, {"retries": retries},
+                           f"worker lost {retries + 1} time(s) (cluster.max_retries {self.max_retries})",
+                           worker_name(), now, now)
 
