@@ -112,7 +112,8 @@ def run_with_faults(config: dict, run_dir: Path, faults: list[tuple[int, str]], 
             if code != 0 or not pending or pending[0][1] != "driver":
                 break
         rows = trained_rows(run_dir)
-        if pending and len(rows) >= pending[0][0]:
+        # A kill waits at least for the store: before it there is no search to resume.
+        if pending and (run_dir / "results.sqlite").exists() and len(rows) >= pending[0][0]:
             at, kind = pending.pop(0)
             run.committed_before_kills.update(rows)
             if kind == "driver":

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from nasps.config import config_from_dict
+from tests.ray_nodes import free_port, start_node, stop_node, wait_for
 
 # Ray's token authentication stays on, and a client joining a cluster by address must say so
 # before Ray is first imported (Ray reads it once).
@@ -40,27 +40,26 @@ def toy_config(**sections):
     return config_from_dict(raw)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def ray_address():
-    """A local Ray head started once for the session; tests join it like a user's cluster."""
-    ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-    port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=4",
-                    "--include-dashboard=false", "--disable-usage-stats"],
-                   check=True, env=env, capture_output=True)
+    """A local Ray head started once for the session; tests join it like a user's cluster. It
+    runs in a session of its own and is stopped by killing that session (never `ray stop`,
+    which would stop every Ray on the machine)."""
+    temp_dir = tempfile.mkdtemp(prefix="nasps-ray-")  # short: Ray's socket paths live here
+    log = Path(temp_dir) / "head.log"
+    port = free_port()
     address = f"127.0.0.1:{port}"
-    yield address
-    import ray
-    if ray.is_initialized():
-        ray.shutdown()
-    subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
+    head = start_node(["--head", f"--port={port}", "--num-cpus=4", "--include-dashboard=false",
+                       f"--temp-dir={temp_dir}"], log, head=True)
+    try:
+        wait_for(address, "/4.0 CPU", [head], [log])
+        yield address
+    finally:
+        import ray
+        if ray.is_initialized():
+            ray.shutdown()
+        stop_node(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

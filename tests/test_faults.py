@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 
+import pytest
 import torch
 
 from bench.faults import BENCH_CONFIG, audit, run_with_faults
@@ -75,5 +76,23 @@ def test_a_child_whose_worker_dies_is_retried_on_a_new_worker(ray_session, tmp_p
         store.close()
     assert len(trained) == 10 and all(r.status == "ok" for r in trained)
     assert len({r.arch_hash for r in trained}) == 10
-    # Every child killed its first worker; the new worker that retried it scored it.
-    assert sum(t.replaced_workers for t in summary.timings) == len(list(markers.iterdir())) == 10
+    # Every child killed its first worker; another worker retried it and scored it. (A worker
+    # may also be replaced when it fails to start, on a loaded machine: at least one each.)
+    assert len(list(markers.iterdir())) == 10
+    assert sum(t.replaced_workers for t in summary.timings) >= 10
+
+
+@pytest.mark.parametrize("kill_at", [0, 6])
+def test_resume_after_the_driver_is_killed_early_or_midway(tmp_path, kill_at):
+    """The driver killed as soon as the run directory exists (before any checkpoint, perhaps
+    before Ray is up), or midway: the resumed run ends at exactly the budget all the same."""
+    config = {**BENCH_CONFIG, "budget": {"children": 12},
+              "cluster": {"parameter_servers": 1, "replicas": 2, "children_per_replica": 2,
+                          "cpus_per_child": 0.25}}
+    run_dir = tmp_path / "run"
+    run = run_with_faults(config, run_dir, [(kill_at, "driver")],
+                          env=dict(os.environ, NASPS_TOY_SLEEP="0.2"), timeout_s=300)
+    assert run.returncodes == [-9, 0], run.stderr[-3000:]
+    result = audit(run_dir, run)
+    assert result["trained"] == 12 and result["trained_twice"] == 0 and result["finished_lost"] == 0
+    assert result["statuses"] == {"ok": 12} and result["pending_left"] == 0

@@ -6,13 +6,9 @@ this module's own (the session's has no GPUs) and the search runs as the `nasps`
 this test process, joined to the session's Ray by other tests, never joins a second cluster.
 """
 
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,7 +16,8 @@ import pytest
 import yaml
 
 from nasps.store import ResultsStore
-from tests.conftest import NASPS, ROOT, TOY_SPACE, _free_port
+from tests.conftest import NASPS, ROOT, TOY_SPACE
+from tests.ray_nodes import free_port, start_node, stop_node, wait_for
 
 GPUS = 4
 # The toy space and a decision of 1000 choices: random children that never repeat, so every
@@ -29,75 +26,20 @@ SPACE = {"type": "categorical",
          "decisions": TOY_SPACE["decisions"] + [{"name": "e", "choices": list(range(1000))}]}
 
 
-def _session_pids(sid: int) -> list[int]:
-    """Processes of one Unix session: the head started below and everything it spawned."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
-        if int(fields[3]) == sid:  # state ppid pgrp session ...
-            pids.append(int(entry.name))
-    return pids
-
-
-def _stop_head(head: subprocess.Popen) -> None:
-    """Stop only this head: SIGTERM to `ray start --block` (it drains and stops what it
-    started), then SIGKILL whatever is left of its session. `ray stop` would stop every Ray on
-    the machine, the session's cluster included."""
-    head.send_signal(signal.SIGTERM)
-    try:
-        head.wait(timeout=45)
-    except subprocess.TimeoutExpired:
-        head.kill()
-        head.wait()
-    deadline = time.time() + 15
-    while (left := _session_pids(head.pid)) and time.time() < deadline:
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.2)
-    assert not _session_pids(head.pid), "processes of the GPU head outlived it"
-
-
 @pytest.fixture(scope="module")
 def gpu_address():
     """A Ray head of 8 CPUs and 4 declared GPUs, on ports of its own, stopped at the end."""
-    ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
     temp_dir = tempfile.mkdtemp(prefix="nasps-gpu-ray-")  # short: Ray's socket paths live here
-    port = _free_port()
-    # Every port Ray would otherwise take from its defaults, so it never meets the session's head.
-    ports = ["ray-client-server-port", "dashboard-port", "dashboard-agent-listen-port",
-             "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
-             "node-manager-port", "object-manager-port"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    log = open(Path(temp_dir) / "head.log", "w")
-    head = subprocess.Popen(
-        [ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=8", f"--num-gpus={GPUS}",
-         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
-        + [f"--{name}={_free_port()}" for name in ports],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log = Path(temp_dir) / "head.log"
+    port = free_port()
     address = f"127.0.0.1:{port}"
+    head = start_node(["--head", f"--port={port}", "--num-cpus=8", f"--num-gpus={GPUS}",
+                       "--include-dashboard=false", f"--temp-dir={temp_dir}"], log, head=True)
     try:
-        deadline = time.time() + 90
-        while True:  # up once the node's resources, GPUs included, are registered
-            assert head.poll() is None, (Path(temp_dir) / "head.log").read_text()[-3000:]
-            status = subprocess.run([ray_bin, "status", f"--address={address}"], env=env,
-                                    capture_output=True, text=True)
-            if status.returncode == 0 and f"/{GPUS}.0 GPU" in status.stdout:
-                break
-            assert time.time() < deadline, status.stdout + status.stderr
-            time.sleep(0.5)
+        wait_for(address, f"/{GPUS}.0 GPU", [head], [log])  # up once its GPUs are registered
         yield address
     finally:
-        _stop_head(head)
-        log.close()
+        stop_node(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -156,7 +156,9 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
         # go into ray.init, so the workers, which run the user's code, take it themselves.
         worker_options["runtime_env"] = cluster.runtime_env
     def make_replica(k: int, state: Optional[dict]):
-        return ControllerReplica.options(num_cpus=0).remote(
+        # On the driver's node with the recorder and shards: a worker node that leaves takes
+        # only child workers with it.
+        return ControllerReplica.options(num_cpus=0, scheduling_strategy=here).remote(
             k, config, shards, bounds, recorder, worker_options, state)
 
     replicas = [make_replica(k, _controller_state(k, controllers, checkpoint, pushed))
@@ -199,7 +201,8 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
                 try:
                     timings.append(ray.get(ref))
                 except RayActorError as exc:
-                    replicas[k] = _restart_replica(k, exc, make_replica, recorder, shards, controllers)
+                    replicas[k] = _restart_replica(k, replicas[k], exc, make_replica, recorder, shards,
+                                                   controllers)
                     runs[replicas[k].run.remote()] = k
                     restarts += 1
             progress = ray.get(recorder.progress.remote())
@@ -224,10 +227,11 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
                          join_params([s["params"] for s in states]), states, ready_at, lost, restarts)
 
 
-def _restart_replica(k: int, exc: Exception, make_replica, recorder, shards: list, controllers: dict):
+def _restart_replica(k: int, old, exc: Exception, make_replica, recorder, shards: list, controllers: dict):
     """A replica whose process died (killed, its node lost): its unfinished children go back
     to be trained again, and a new replica k continues from its last reported controller with
     fresh weights from the shards (its push counter past every push they applied)."""
+    ray.kill(old, no_restart=True)  # "unavailable" may be a replica still running: end it first
     reclaimed = ray.get(recorder.replica_lost.remote(k))
     state = ray.get(recorder.controller_states.remote()).get(k, controllers.get(k))
     shard_states = ray.get([s.state_dict.remote() for s in shards])

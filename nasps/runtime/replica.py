@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,7 +20,6 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from nasps.controller import Controller
 from nasps.evaluators import ChildResult
-from nasps.evaluators.base import worker_name
 from nasps.ledger import Admission
 from nasps.parameter_server import join_params
 from nasps.policies import SampledBatch, build_policy
@@ -27,6 +27,8 @@ from nasps.runtime.worker import ChildWorker
 from nasps.spaces import build_space
 
 log = logging.getLogger(__name__)
+
+MAX_FAILED_STARTS = 5  # a worker that fails to start this many times in a row is given up
 
 
 @dataclass
@@ -78,6 +80,11 @@ class ControllerReplica:
         self.worker_options = worker_options
         self.max_retries = config.cluster.max_retries
         self.workers = [self._new_worker() for _ in range(config.cluster.children_per_replica)]
+        # A worker takes children once it is up: one that cannot be placed (a node gone, a
+        # smaller cluster) never gets one, and the replica trains on those it has.
+        self.idle: set[int] = set()  # workers up and free for a child
+        self.starting = {w.__ray_ready__.remote(): i for i, w in enumerate(self.workers)}
+        self.failed_starts = [0] * len(self.workers)
         self.timing = RoundTiming()
         self._pulled = None  # (slices, versions) that the last push replied with
         self._push_report = None  # the last push, for the recorder, sent with the next admit
@@ -88,7 +95,9 @@ class ControllerReplica:
 
     def ready(self) -> bool:
         """Returns once every child worker of this replica has been constructed."""
-        ray.get([w.__ray_ready__.remote() for w in self.workers])
+        refs = list(self.starting)
+        ray.wait(refs, num_returns=len(refs))
+        self._started(refs)
         return True
 
     def run(self) -> RoundTiming:
@@ -146,29 +155,43 @@ class ControllerReplica:
         training = {}  # worker's result ref -> (index in batch, worker)
         recording = {}  # recorder's commit ref -> indices in batch (a list of outcomes)
         reusing = {}  # recorder's ref of a cached row -> index in batch (one outcome)
-        runs = iter(range(len(self.workers)))
+        queue = deque()  # children waiting for a worker
         for i, (arch, admission) in enumerate(zip(archs, batch.admissions)):
             if admission.kind == "run":
-                w = next(runs)
-                training[self.workers[w].evaluate.remote(arch)] = (i, w)
+                queue.append(i)
             elif admission.kind in ("cached", "wait"):
                 reusing[self.recorder.reuse.remote(arch, self.replica, version)] = i
         outcomes = [None] * len(archs)
         retries = [0] * len(archs)
-        while training:
-            # Block for the first result, then take every other one that is already there, so
-            # children that finish together are committed in one call and none waits for another.
-            ray.wait(list(training), num_returns=1)
-            ready, _ = ray.wait(list(training), num_returns=len(training), timeout=0)
-            results = self._results(ready, training, archs)
+
+        def dispatch() -> None:
+            while queue and self.idle:
+                w = self.idle.pop()
+                i = queue.popleft()
+                training[self.workers[w].evaluate.remote(archs[i])] = (i, w)
+
+        dispatch()
+        while training or queue:
+            # Block for the first result (or a replacement worker coming up), then take every
+            # other one already there, so children that finish together are committed in one
+            # call and none waits for another.
+            waiting = list(training) + list(self.starting)
+            ray.wait(waiting, num_returns=1)
+            ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0)
+            self._started([ref for ref in ready if ref in self.starting])
+            done = [ref for ref in ready if ref in training]
             finished = []
-            for ref, result in zip(ready, results):
+            for ref, result in zip(done, self._results(done, training, archs)):
                 i, w = training.pop(ref)
-                if result is None and retries[i] < self.max_retries:  # its worker died: again, on a new one
+                if result is not None:
+                    self.idle.add(w)
+                    finished.append((i, result))
+                elif retries[i] < self.max_retries:  # its worker died: again, on another worker
                     retries[i] += 1
-                    training[self.workers[w].evaluate.remote(archs[i])] = (i, w)
-                    continue
-                finished.append((i, result if result is not None else self._lost_result(retries[i])))
+                    queue.appendleft(i)
+                else:
+                    finished.append((i, self._lost_result(retries[i])))
+            dispatch()
             if not finished:
                 continue
             self.timing.commits += 1
@@ -209,6 +232,27 @@ class ControllerReplica:
         self.timing.gradient += t1 - t0
         self.timing.push += time.perf_counter() - t1
 
+    def _started(self, refs: list) -> None:
+        """Replacement workers that came up take children; one that failed to start is
+        replaced again. One that cannot be placed (its node gone, the cluster smaller) simply
+        never comes up: the replica goes on with the workers it has."""
+        for ref in refs:
+            w = self.starting.pop(ref)
+            try:
+                ray.get(ref)
+            except (RayActorError, RayTaskError) as exc:
+                self.failed_starts[w] += 1
+                log.warning("replica %d: child worker %d failed to start (%d times): %s", self.replica, w,
+                            self.failed_starts[w], type(exc).__name__)
+                if self.failed_starts[w] < MAX_FAILED_STARTS:
+                    self._replace_worker(w)
+                if not self.starting and not self.idle and all(
+                        n >= MAX_FAILED_STARTS for n in self.failed_starts):
+                    raise RuntimeError(f"replica {self.replica}: no child worker could start") from exc
+                continue
+            self.failed_starts[w] = 0
+            self.idle.add(w)
+
     def _results(self, refs: list, training: dict, archs: list) -> list[Optional[ChildResult]]:
         """The results of finished children; None for a child whose worker died (the worker
         is replaced)."""
@@ -222,14 +266,15 @@ class ControllerReplica:
                 results.append(ray.get(ref))
             except (RayActorError, RayTaskError) as exc:
                 i, w = training[ref]
-                self._replace_worker(w, archs[i], exc)
+                log.warning("replica %d: child worker %d lost while training %s: %s",
+                            self.replica, w, archs[i].hash, type(exc).__name__)
+                self._replace_worker(w)
                 results.append(None)
         return results
 
-    def _replace_worker(self, w: int, arch, exc: Exception) -> None:
-        log.warning("replica %d: child worker %d lost while training %s: %s",
-                    self.replica, w, arch.hash, type(exc).__name__)
+    def _replace_worker(self, w: int) -> None:
         self.workers[w] = self._new_worker()
+        self.starting[self.workers[w].__ray_ready__.remote()] = w
         self.timing.replaced_workers += 1
 
     def _lost_result(self, retries: int) -> ChildResult:
@@ -237,5 +282,5 @@ class ControllerReplica:
         now = time.time()
         return ChildResult("failed", None, {"retries": retries},
                            f"worker lost {retries + 1} time(s) (cluster.max_retries {self.max_retries})",
-                           worker_name(), now, now)
+                           None, now, now)
 
