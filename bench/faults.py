@@ -177,9 +177,11 @@ BENCH_CONFIG = {
     "space": {"type": "categorical", "decisions": [
         {"name": "a", "choices": [0, 1, 2, 3]}, {"name": "b", "choices": ["x", "y", "z"]},
         {"name": "c", "choices": [0.1, 0.5, 0.9]}, {"name": "d", "choices": [1, 2, 3, 4]},
-        {"name": "e", "choices": list(range(100))}]},
+        {"name": "e", "choices": list(range(1000))}]},
     "evaluator": {"type": "python", "target": "tests.toys:sleep_then_score"},
-    "strategy": {"type": "reinforce", "learning_rate": 0.1},
+    # A learning rate at which the policy does not settle on a few architectures within 300
+    # children: every sample a new child, so both runs reach the budget by training.
+    "strategy": {"type": "reinforce", "learning_rate": 0.01},
     "cluster": {"parameter_servers": 2, "replicas": 2, "children_per_replica": 4, "cpus_per_child": 0.25},
     "checkpoint": {"every_updates": 5, "every_s": 2.0},
     "logging": {"tensorboard": False},
@@ -205,6 +207,7 @@ def main() -> None:
     print(f"faults: {n}-child search, K=2, m=4, S=2, children of {args.sleep} s")
     for kind, pid, at in faulty.killed:
         print(f"  killed {kind:<7} pid {pid:>7} at {at} children")
+    print(f"exit statuses of the drivers: {faulty.returncodes} (the killed one is -9)")
     print(f"children finished {result['trained']} (budget {n}), lost {result['finished_lost']}, "
           f"trained twice {result['trained_twice']}, statuses {result['statuses']}")
     print(f"shard restores {len(result['restores'])}, updates lost to them {result['lost_updates']}")
