@@ -33,7 +33,7 @@ def evaluate(arch: dict) -> float:
     return (sum(int(v) for v in arch.values()) % 97) / 97.0
 
 
-def make_config(replicas: int, m: int, children: int) -> object:
+def make_config(replicas: int, m: int, children: int, tensorboard: bool = True) -> object:
     # 8 decisions x 10 choices: 10^8 architectures, so repeats (which are not trained) are rare.
     decisions = [{"name": f"d{i}", "choices": list(range(10))} for i in range(8)]
     return config_from_dict({
@@ -42,7 +42,7 @@ def make_config(replicas: int, m: int, children: int) -> object:
         "strategy": {"type": "reinforce", "learning_rate": 0.001},
         "cluster": {"parameter_servers": 2, "replicas": replicas, "children_per_replica": m,
                     "cpus_per_child": 0},
-        "budget": {"children": children},
+        "budget": {"children": children}, "logging": {"tensorboard": tensorboard},
     })
 
 
@@ -58,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sleep", type=float, default=0.2, help="T: seconds each child sleeps")
     parser.add_argument("--seconds", type=float, default=20.0, help="ideal duration of each setting")
+    parser.add_argument("--no-tensorboard", action="store_true", help="measure without the event files")
     args = parser.parse_args()
     os.environ["NASPS_BENCH_SLEEP"] = str(args.sleep)
     os.chdir(ROOT)
@@ -74,7 +75,7 @@ def main() -> None:
         ideal = in_flight / args.sleep
         children = int(ideal * args.seconds) + in_flight
         with tempfile.TemporaryDirectory() as tmp:
-            summary = run_search(make_config(replicas, m, children), Path(tmp) / "run")
+            summary = run_search(make_config(replicas, m, children, not args.no_tensorboard), Path(tmp) / "run")
             rate, n = steady_rate(Path(tmp) / "run", summary.ready_at)
         rounds = sum(t.rounds for t in summary.timings)
         ms = [1000 * sum(getattr(t, part) for t in summary.timings) / rounds

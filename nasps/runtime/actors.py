@@ -92,15 +92,18 @@ class Recorder:
         """Admit a replica's new samples; ``push_report`` is its previous round's push, if any
         (carried here to save the replica one call per round). Also returns how many children
         all replicas have sampled, which sets the depth of the replica's next round."""
-        if push_report is not None:
-            await self.report_push(*push_report)
-        return self.ledger.admit(archs, replica), self.ledger.progress.samples
+        with self.ledger.store.batch():
+            if push_report is not None:
+                self._record_push(*push_report)
+            admissions = self.ledger.admit(archs, replica)
+        return admissions, self.ledger.progress.samples
 
     async def record(self, children: list[tuple[Architecture, ChildResult]], replica: int,
                      controller_version: int) -> list[Outcome]:
         """Commit the children that finished (one call for all that finished together)."""
-        outcomes = [self.ledger.record(arch, result, replica, controller_version)
-                    for arch, result in children]
+        with self.ledger.store.batch():
+            outcomes = [self.ledger.record(arch, result, replica, controller_version)
+                        for arch, result in children]
         for arch, _ in children:
             self._wake(arch.hash)
         return outcomes
@@ -116,6 +119,11 @@ class Recorder:
 
     async def report_push(self, child_ids: Sequence[int], staleness: int, rows: list[tuple],
                           stats: Optional[RoundStats] = None, controller: Optional[dict] = None) -> None:
+        with self.ledger.store.batch():
+            self._record_push(child_ids, staleness, rows, stats, controller)
+
+    def _record_push(self, child_ids: Sequence[int], staleness: int, rows: list[tuple],
+                     stats: Optional[RoundStats] = None, controller: Optional[dict] = None) -> None:
         self.ledger.record_push(list(child_ids), staleness, rows, stats)
         if controller is not None:
             self.controllers[controller["replica"]] = controller
