@@ -67,7 +67,8 @@ def check_resumable(config, checkpoint: Optional[dict]) -> None:
 def resume_seq(replica: int, controller: Optional[dict], shards: list[dict]) -> int:
     """The push counter a restored replica continues from: never below a receipt a shard
     already holds for it, or its next pushes would be taken for retries and dropped."""
-    seqs = [s["receipts"][str(replica)][0] for s in shards if str(replica) in s["receipts"]]
+    seqs = [seq for s in shards for name, (seq, _) in s["receipts"].items()
+            if name == str(replica) or name.startswith(f"{replica}.")]
     return max([controller["seq"] if controller else 0, *seqs])
 
 

@@ -137,9 +137,18 @@ class Ledger:
 
     def record(self, arch: Architecture, result: ChildResult, replica: Optional[int],
                controller_version: Optional[int]) -> Outcome:
-        """Commit a trained child (one that was admitted as ``run``)."""
+        """Commit a trained child (one that was admitted as ``run``). A second result for a
+        child already committed (its replica was replaced while training it, and both
+        finished) is not committed again: the first stands."""
         if self._in_flight[arch.hash] <= 0:
+            first = self._finished.get(arch.hash)
+            if first is not None:
+                log.warning("child %s finished twice (its replica was replaced while training it); "
+                            "the first result stands", arch.hash)
+                return first
             raise RuntimeError(f"child {arch.hash} was not admitted to run")
+        if arch in self.recovered:  # a late result of a child that was to be trained again
+            self.recovered.remove(arch)
         row_id = self.store.add_child(
             arch_json=arch.json_text, arch_hash=arch.hash, status=result.status, reward=result.reward,
             metrics=result.metrics, error=result.error, cached_from=None, replica=replica,

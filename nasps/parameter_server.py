@@ -102,7 +102,9 @@ class ParameterShard:
                 "receipts": {r: (s, vars(rec)) for r, (s, rec) in self._receipts.items()}}
 
     def load_state_dict(self, state: dict, epoch: int = 0) -> None:
-        """Restore a saved state; ``epoch`` numbers this restore, and tags the pushes after it."""
+        """Restore a saved state; ``epoch`` numbers this restore, and tags the pushes after it
+        (never lower than the epoch it has: a retried restore must not undo a newer one)."""
+        epoch = max(epoch, self.epoch)
         self.epoch = epoch
         self.index = state["index"]
         self.params = state["params"].clone()

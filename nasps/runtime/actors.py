@@ -86,12 +86,17 @@ class Recorder:
         self._changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
         self.controllers: dict[int, dict] = {}  # replica -> its controller state at its last push
+        self.generations: dict[int, int] = {}  # replica -> restarts: calls of older ones are stale
 
     async def admit(self, archs: list[Architecture], push_report: Optional[tuple] = None,
-                    replica: Optional[int] = None) -> tuple[list[Admission], int]:
+                    replica: Optional[int] = None, generation: int = 0) -> tuple[list[Admission], int]:
         """Admit a replica's new samples; ``push_report`` is its previous round's push, if any
         (carried here to save the replica one call per round). Also returns how many children
         all replicas have sampled, which sets the depth of the replica's next round."""
+        if generation != self.generations.get(replica, 0):
+            # A replica the driver has already replaced (its process outlived the verdict):
+            # it gets nothing more to train, so no ticket goes to a child nobody will finish.
+            return [Admission("drop")] * len(archs), self.ledger.progress.samples
         with self.ledger.store.batch():
             if push_report is not None:
                 self._record_push(*push_report)
@@ -146,9 +151,11 @@ class Recorder:
         to train again (once); they become that replica's."""
         return self.ledger.take_recovered(m, replica)
 
-    async def replica_lost(self, replica: int) -> int:
-        """A replica died: its unfinished children go back to be trained again."""
-        return len(self.ledger.reclaim(replica))
+    async def replica_lost(self, replica: int) -> tuple[int, int]:
+        """A replica died: its unfinished children go back to be trained again. Returns how
+        many, and the generation of its successor."""
+        self.generations[replica] = self.generations.get(replica, 0) + 1
+        return len(self.ledger.reclaim(replica)), self.generations[replica]
 
     async def progress(self) -> Progress:
         return self.ledger.progress

@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 import ray
 import torch
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from nasps.board import board_dir
@@ -36,6 +36,8 @@ from nasps.spaces import build_space
 from nasps.store import STORE_NAME, ResultsStore
 
 log = logging.getLogger(__name__)
+
+MAX_REPLICA_RESTARTS = 100  # beyond this a replica's failures are a bug, not bad luck: stop
 
 
 @dataclass
@@ -155,11 +157,11 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
         # Ray was started by the caller (a script, a notebook): the config's runtime_env did not
         # go into ray.init, so the workers, which run the user's code, take it themselves.
         worker_options["runtime_env"] = cluster.runtime_env
-    def make_replica(k: int, state: Optional[dict]):
+    def make_replica(k: int, state: Optional[dict], generation: int = 0):
         # On the driver's node with the recorder and shards: a worker node that leaves takes
         # only child workers with it.
         return ControllerReplica.options(num_cpus=0, scheduling_strategy=here).remote(
-            k, config, shards, bounds, recorder, worker_options, state)
+            k, config, shards, bounds, recorder, worker_options, state, generation)
 
     replicas = [make_replica(k, _controller_state(k, controllers, checkpoint, pushed))
                 for k in range(cluster.replicas)]
@@ -200,7 +202,9 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
                 k = runs.pop(ref)
                 try:
                     timings.append(ray.get(ref))
-                except RayActorError as exc:
+                except (RayActorError, RayTaskError) as exc:
+                    if restarts >= MAX_REPLICA_RESTARTS:
+                        raise
                     replicas[k] = _restart_replica(k, replicas[k], exc, make_replica, recorder, shards,
                                                    controllers)
                     runs[replicas[k].run.remote()] = k
@@ -232,14 +236,14 @@ def _restart_replica(k: int, old, exc: Exception, make_replica, recorder, shards
     to be trained again, and a new replica k continues from its last reported controller with
     fresh weights from the shards (its push counter past every push they applied)."""
     ray.kill(old, no_restart=True)  # "unavailable" may be a replica still running: end it first
-    reclaimed = ray.get(recorder.replica_lost.remote(k))
+    reclaimed, generation = ray.get(recorder.replica_lost.remote(k))
     state = ray.get(recorder.controller_states.remote()).get(k, controllers.get(k))
     shard_states = ray.get([s.state_dict.remote() for s in shards])
     seq = resume_seq(k, state, shard_states)
     state = {**(state or {"replica": k, "baseline": None, "generator": None}), "seq": seq}
     log.warning("replica %d died (%s); restarting it, %d of its children will be trained again",
                 k, type(exc).__name__, reclaimed)
-    return make_replica(k, state)
+    return make_replica(k, state, generation)
 
 
 def _controller_state(replica: int, controllers: dict[int, dict], checkpoint: Optional[dict],

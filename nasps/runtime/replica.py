@@ -63,10 +63,14 @@ class _Batch:
 @ray.remote
 class ControllerReplica:
     def __init__(self, replica: int, config, shards: list, bounds: list[tuple[int, int]],
-                 recorder, worker_options: dict, controller_state: Optional[dict] = None):
+                 recorder, worker_options: dict, controller_state: Optional[dict] = None,
+                 generation: int = 0):
         torch.set_num_threads(1)  # many replicas share a machine; their tensors are tiny
         self.replica = replica
-        self.name = str(replica)
+        self.generation = generation  # restarts of this replica id: the recorder ignores older ones
+        # The shards' name for this replica's pushes: a successor gets receipts of its own, so
+        # a push its predecessor sent late can never make one of its own look like a retry.
+        self.name = str(replica) if generation == 0 else f"{replica}.{generation}"
         self.config = config
         space = build_space(config.space)
         policy = build_policy(config.strategy, space.decisions())
@@ -106,6 +110,7 @@ class ControllerReplica:
         Each round: sample m (from the parameters the last push replied with, or a pull), have
         the ledger admit them, train them, commit their rows, compute the gradient, push it.
         """
+        self._samples = ray.get(self.recorder.progress.remote()).samples  # the depth in force
         self._retrain_recovered()
         batch = self._next_batch()
         while batch is not None:
@@ -115,6 +120,8 @@ class ControllerReplica:
             batch = self._next_batch()
         if self._push_report is not None:
             ray.get(self.recorder.report_push.remote(*self._push_report))
+        for worker in self.workers:  # free their CPUs and GPUs for replicas still training
+            ray.kill(worker)
         return self.timing
 
     def _retrain_recovered(self) -> None:
@@ -140,7 +147,7 @@ class ControllerReplica:
         t1 = time.perf_counter()
         sampled, archs = self.controller.sample(params, self._samples)
         admissions, self._samples = ray.get(
-            self.recorder.admit.remote(archs, self._push_report, self.replica))
+            self.recorder.admit.remote(archs, self._push_report, self.replica, self.generation))
         self._push_report = None
         self.timing.pull += t1 - t0
         self.timing.sample += time.perf_counter() - t1
@@ -273,6 +280,7 @@ class ControllerReplica:
         return results
 
     def _replace_worker(self, w: int) -> None:
+        ray.kill(self.workers[w], no_restart=True)  # "unavailable" may still be training: end it
         self.workers[w] = self._new_worker()
         self.starting[self.workers[w].__ray_ready__.remote()] = w
         self.timing.replaced_workers += 1
