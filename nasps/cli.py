@@ -191,7 +191,7 @@ def _train(args) -> int:
     from nasps.final import check_out_dir, default_out, prepare, save
     training = load_config(args.config, args.overrides, root=FinalTrainingConfig)
     job = prepare(args.arch, training)
-    out = check_out_dir(Path(args.out) if args.out else default_out(job), job)
+    out = check_out_dir(Path(args.out) if args.out else default_out(job))
     print(f"final training of child {job.child_id} (rank {job.rank}) of {job.run_dir}: "
           f"{len(job.trials)} grid point(s), {job.evaluator.epochs} epochs, "
           f"width x{training.width_multiplier}", flush=True)

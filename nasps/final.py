@@ -169,7 +169,7 @@ def best_trial(records: list[dict]) -> dict:
     return max(finished, key=lambda r: (r["score"], -r["trial"]))
 
 
-def check_out_dir(out: Path, job: TrainingJob) -> Path:
+def check_out_dir(out: Path) -> Path:
     """A folder that holds no earlier final training (nothing there is ever overwritten)."""
     taken = [name for name in (RECORD_FILE, *WEIGHTS_FILES.values()) if (out / name).exists()]
     if taken:

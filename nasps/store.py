@@ -179,8 +179,7 @@ class ResultsStore:
         duration = (finished_at - started_at) if started_at is not None and finished_at is not None else None
         with self._transaction():
             if cached_from is None:  # a trained child is no longer pending, in the same commit
-                self._db.execute("DELETE FROM pending WHERE id = (SELECT MIN(id) FROM pending"
-                                 " WHERE arch_hash = ?)", (arch_hash,))
+                self.remove_pending(arch_hash)
             cursor = self._db.execute(
                 "INSERT INTO children(arch, arch_hash, reward, status, cached, cached_from, metrics,"
                 " error, replica, controller_version, worker, started_at, finished_at, duration_s, depth)"

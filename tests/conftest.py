@@ -40,6 +40,15 @@ def toy_config(**sections):
     return config_from_dict(raw)
 
 
+def random_search(tmp_path, space, evaluator, children=3) -> Path:
+    """A small random search with the reference loop, into ``tmp_path / "run"``."""
+    from nasps.search import run_serial
+    config = config_from_dict({"space": space, "evaluator": evaluator, "strategy": {"type": "random"},
+                               "budget": {"children": children}})
+    run_serial(config, tmp_path / "run")
+    return tmp_path / "run"
+
+
 @pytest.fixture(scope="session")
 def ray_address():
     """A local Ray head started once for the session; tests join it like a user's cluster. It

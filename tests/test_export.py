@@ -9,9 +9,7 @@ import subprocess
 import torch
 
 from nasps.children import CellLanguageModel, build_conv_net
-from nasps.config import config_from_dict
-from nasps.search import run_serial
-from tests.conftest import NASPS, ROOT
+from tests.conftest import NASPS, ROOT, random_search
 
 
 def load_module(path):
@@ -31,16 +29,10 @@ def imported_roots(path) -> set:
     return roots
 
 
-def search(tmp_path, space, evaluator, children=3):
-    cfg = config_from_dict({"space": space, "evaluator": evaluator, "strategy": {"type": "random"},
-                            "budget": {"children": children}})
-    run_serial(cfg, tmp_path / "run")
-    return tmp_path / "run"
-
-
 def test_conv_export_equals_nasps_builder(tmp_path):
-    run = search(tmp_path, {"type": "conv", "num_filters": [4, 8], "curriculum": {"start_depth": 3, "add_layers": 0}},
-                 {"type": "image_classification", "epochs": 1, "crop_padding": 0, "flip": False})
+    space = {"type": "conv", "num_filters": [4, 8], "curriculum": {"start_depth": 3, "add_layers": 0}}
+    run = random_search(tmp_path, space,
+                        {"type": "image_classification", "epochs": 1, "crop_padding": 0, "flip": False})
     done = subprocess.run(NASPS + ["export", str(run), "--rank", "2", "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
@@ -57,7 +49,7 @@ def test_conv_export_equals_nasps_builder(tmp_path):
 
 def test_rnn_cell_export_equals_nasps_builder(tmp_path):
     space = {"type": "rnn_cell", "base": 4, "hyperparameters": [{"name": "tied", "choices": [True]}]}
-    run = search(tmp_path, space, {"type": "python", "target": "tests.toys:cell_toy"})
+    run = random_search(tmp_path, space, {"type": "python", "target": "tests.toys:cell_toy"})
     done = subprocess.run(NASPS + ["export", str(run), "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
@@ -74,7 +66,7 @@ def test_rnn_cell_export_equals_nasps_builder(tmp_path):
 
 
 def test_export_never_overwrites_and_bad_ranks_are_one_line(tmp_path):
-    run = search(tmp_path, {"type": "rnn_cell", "base": 2}, {"type": "python", "target": "tests.toys:cell_toy"})
+    run = random_search(tmp_path, {"type": "rnn_cell", "base": 2}, {"type": "python", "target": "tests.toys:cell_toy"})
     out = tmp_path / "out"
     out.mkdir()
     (out / "model.py").write_text("# mine\n")
@@ -91,7 +83,7 @@ def test_export_never_overwrites_and_bad_ranks_are_one_line(tmp_path):
 
 def test_report_json_has_the_stores_numbers(tmp_path):
     from nasps.store import ResultsStore
-    run = search(tmp_path, {"type": "rnn_cell", "base": 2}, {"type": "python", "target": "tests.toys:cell_toy"},
+    run = random_search(tmp_path, {"type": "rnn_cell", "base": 2}, {"type": "python", "target": "tests.toys:cell_toy"},
                  children=8)
     done = subprocess.run(NASPS + ["report", str(run), "--top", "3", "--format", "json"],
                           capture_output=True, text=True, cwd=ROOT)

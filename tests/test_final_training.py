@@ -21,10 +21,9 @@ from nasps.config import (
 from nasps.data.images import load_image_splits
 from nasps.data.text import load_text_splits
 from nasps.errors import ConfigError
-from nasps.search import run_serial
 from nasps.training.image import accuracy
 from nasps.training.language import perplexity
-from tests.conftest import NASPS, ROOT
+from tests.conftest import NASPS, ROOT, random_search
 
 
 def ptb_folder(folder):
@@ -40,13 +39,6 @@ def ptb_folder(folder):
     return folder
 
 
-def search(tmp_path, space, evaluator, children=3):
-    config = config_from_dict({"space": space, "evaluator": evaluator, "strategy": {"type": "random"},
-                               "budget": {"children": children}})
-    run_serial(config, tmp_path / "run")
-    return tmp_path / "run"
-
-
 def train(tmp_path, arch, config_text, *extra):
     path = tmp_path / "train.yaml"
     path.write_text(config_text)
@@ -59,7 +51,7 @@ def conv_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("conv")
     space = {"type": "conv", "num_filters": [4, 8], "curriculum": {"start_depth": 2, "add_layers": 0},
              "hyperparameters": [{"name": "batch_size", "choices": [32]}]}
-    return search(tmp, space, {"type": "image_classification", "epochs": 1, "crop_padding": 0,
+    return random_search(tmp, space, {"type": "image_classification", "epochs": 1, "crop_padding": 0,
                                "flip": False})
 
 
@@ -100,7 +92,7 @@ weights_format: safetensors
 
 
 def test_cell_training_with_its_own_evaluator_reports_test_perplexity(ray_session, tmp_path):
-    run = search(tmp_path, {"type": "rnn_cell", "base": 2}, {"type": "python", "target": "tests.toys:cell_toy"})
+    run = random_search(tmp_path, {"type": "rnn_cell", "base": 2}, {"type": "python", "target": "tests.toys:cell_toy"})
     ptb = ptb_folder(tmp_path)
     out = tmp_path / "final"
     done = train(tmp_path, run, f"""
