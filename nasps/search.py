@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nasps.board import Board, board_dir
+from nasps.board import open_board
 from nasps.config import Config
 from nasps.controller import Controller
 from nasps.evaluators import build_evaluator, run_child
@@ -32,9 +32,8 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
     policy = build_policy(config.strategy, space.decisions())
     evaluator = build_evaluator(config.evaluator)
     store = open_new_store(run_dir, config)
-    tb = board_dir(run_dir, config)
-    ledger = Ledger(store, config.budget.children, config.budget.sample_cap,
-                    Board(tb) if tb is not None else None)
+    ledger = Ledger(store, config.budget.children, config.budget.sample_cap)
+    board = open_board(run_dir, config)
     shard = ParameterShard(0, policy.initial_params(config.seed), adam_settings(config))
     controller = Controller(0, space, policy, config.strategy,
                             config.cluster.children_per_replica, config.seed)
@@ -59,6 +58,10 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
                 ledger.record_push([x.child_id for x in scored], receipt.staleness,
                                    [(0, seq, 0, version, receipt.version, receipt.staleness, receipt.applied)],
                                    controller.round_stats(seq, batch, scored, archs[0].depth))
+            if board is not None:
+                board.follow()
         return ledger.progress, shard
     finally:
         ledger.close()
+        if board is not None:
+            board.close()

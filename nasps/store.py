@@ -292,6 +292,40 @@ class ResultsStore:
         except sqlite3.OperationalError:  # a store from before the table existed
             return []
 
+    # The board follows the store with these: rows committed after the last it wrote.
+
+    def children_since(self, last_id: int) -> list[ChildRow]:
+        return [_row(r) for r in self._fetch("SELECT * FROM children WHERE id > ? ORDER BY id", (last_id,))]
+
+    def rounds_since(self, last_rowid: int) -> list[tuple[int, "RoundStats", int, float]]:
+        """(rowid, stats, staleness, pushed_at) of each update, in the order they were committed."""
+        try:
+            rows = self._fetch("SELECT rowid, replica, seq, baseline, entropy, mean_reward, scored, depth,"
+                               " staleness, pushed_at FROM rounds WHERE rowid > ? ORDER BY rowid", (last_rowid,))
+        except sqlite3.OperationalError:  # a store from before the table existed
+            return []
+        return [(r[0], RoundStats(*r[1:8]), r[8], r[9]) for r in rows]
+
+    def best_reward(self, up_to: int) -> Optional[float]:
+        """The best reward of a trained child with an id up to ``up_to``."""
+        return self._fetch("SELECT MAX(reward) FROM children WHERE id <= ? AND status = 'ok' AND cached = 0",
+                           (up_to,))[0][0]
+
+    def count_rounds(self, up_to: int) -> int:
+        try:
+            return int(self._fetch("SELECT COUNT(*) FROM rounds WHERE rowid <= ?", (up_to,))[0][0])
+        except sqlite3.OperationalError:
+            return 0
+
+    def last_child_id(self) -> int:
+        return int(self._fetch("SELECT COALESCE(MAX(id), 0) FROM children")[0][0])
+
+    def last_round_rowid(self) -> int:
+        try:
+            return int(self._fetch("SELECT COALESCE(MAX(rowid), 0) FROM rounds")[0][0])
+        except sqlite3.OperationalError:
+            return 0
+
     def pushes(self) -> list[tuple]:
         return self._fetch("SELECT replica, seq, shard, version_pulled, version, staleness, applied, epoch"
                            " FROM pushes ORDER BY pushed_at, replica, seq, shard")

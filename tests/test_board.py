@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from nasps.rundir import open_for_resume
 from nasps.runtime.driver import run_search
 from nasps.search import run_serial
 from nasps.store import ResultsStore
@@ -12,7 +13,8 @@ from tests.conftest import toy_config
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    events = EventAccumulator(str(run_dir / "tb"))
+    # Not purging: a step written twice (a resumed search drawing its curves again) shows.
+    events = EventAccumulator(str(run_dir / "tb"), purge_orphaned_data=False)
     events.Reload()
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
@@ -61,6 +63,17 @@ def test_distributed_search_writes_tensorboard(ray_session, tmp_path):
     run_search(config, tmp_path / "run")
     check_board_matches_store(tmp_path / "run")
     assert {r[0] for r in store_of(tmp_path / "run")[1]} == {0, 1}  # both replicas' updates
+
+
+def test_a_resumed_search_continues_its_curves(ray_session, tmp_path):
+    config = toy_config(cluster={"parameter_servers": 2, "replicas": 2, "children_per_replica": 2,
+                                 "cpus_per_child": 0.25}, budget={"children": 8})
+    run_search(config, tmp_path / "run")
+    run_search(open_for_resume(tmp_path / "run", ["budget.children=16"]), tmp_path / "run", resume=True)
+    assert len(list((tmp_path / "run" / "tb").glob("*tfevents*"))) == 2  # one file per driver
+    rows, _ = store_of(tmp_path / "run")
+    assert len([r for r in rows if not r.cached]) == 16
+    check_board_matches_store(tmp_path / "run")  # every child and update once, steps in order
 
 
 def test_tensorboard_off_writes_no_event_files(tmp_path):

@@ -68,3 +68,11 @@ def test_state_dict_round_trip():
     shard.push("a", 2, g, 1)
     copy.push("a", 2, g, 1)
     assert torch.equal(copy.pull()[0], shard.pull()[0])
+
+
+def test_slices_cross_the_wire_as_bytes_unchanged():
+    from nasps.parameter_server import from_wire, to_wire
+    values = torch.randn(37)
+    assert torch.equal(from_wire(to_wire(values)), values)
+    assert from_wire(to_wire(torch.zeros(0))).shape == (0,)  # a shard with an empty slice
+    assert torch.equal(from_wire(values.numpy()), values)  # numpy is accepted too

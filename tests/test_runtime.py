@@ -1,12 +1,14 @@
 """The Ray runtime on a real local Ray: shards, replicas, workers, recorder."""
 
+import os
 import sqlite3
+import time
 
 import numpy as np
 import torch
 
 from nasps.controller import Controller
-from nasps.parameter_server import AdamSettings, ParameterShard, join_params, shard_bounds, split_params
+from nasps.parameter_server import AdamSettings, ParameterShard, join_params, shard_bounds, split_params, to_wire
 from nasps.policies import build_policy
 from nasps.runtime.driver import run_search
 from nasps.spaces import build_space
@@ -58,6 +60,129 @@ def test_retried_push_is_not_applied_twice_by_the_actor(ray_session):
     retry, params, version = ray.get(shard.push_and_pull.remote("7", 1, np.ones(4, np.float32), 0))
     assert first.applied and not retry.applied and version == 1
     np.testing.assert_allclose(params, np.full(4, -0.1), rtol=1e-6)
+
+
+def test_a_push_waits_for_the_commits_it_carries(ray_session, tmp_path):
+    """A replica passes the recorder's commits to the push as object refs: the gradient moves
+    the policy only once the rows of its rewards are durable."""
+    import ray
+
+    from nasps.runtime.actors import ParameterServerShard
+
+    @ray.remote(num_cpus=0)
+    def commit(flag: str) -> list:
+        deadline = time.time() + 60
+        while not os.path.exists(flag) and time.time() < deadline:
+            time.sleep(0.05)
+        return []
+
+    @ray.remote(num_cpus=0)
+    def version_of(shard) -> int:  # another caller: the driver's own calls queue behind the push
+        return ray.get(shard.pull.remote())[1]
+
+    shard = ParameterServerShard.options(num_cpus=0).remote(0, np.zeros(4, np.float32), AdamSettings(0.1))
+    flag = tmp_path / "committed"
+    pushed = shard.push_and_pull.remote("0", 1, to_wire(torch.ones(4)), 0, commit.remote(str(flag)))
+    time.sleep(1.0)
+    assert ray.get(version_of.remote(shard)) == 0  # the commit is not back: nothing applied
+    flag.touch()
+    receipt, params, version = ray.get(pushed)
+    assert receipt.applied and version == 1 == ray.get(version_of.remote(shard))
+    np.testing.assert_allclose(params, np.full(4, -0.1), rtol=1e-6)
+
+
+def test_a_replica_pushes_only_after_the_rows_of_its_rewards_are_committed(ray_session, tmp_path):
+    """While another process holds the store's write lock, the replica's children finish but
+    their commit cannot: no shard may move until the lock is released and the rows exist."""
+    import ray
+
+    from nasps.rundir import open_new_store
+    from nasps.runtime.actors import ParameterServerShard, Recorder
+    from nasps.runtime.replica import ControllerReplica
+    from nasps.search import adam_settings
+
+    config = toy_config(evaluator={"type": "python", "target": "tests.toys:sleep_then_score"},
+                        cluster={"parameter_servers": 2, "replicas": 1, "children_per_replica": 2,
+                                 "cpus_per_child": 0, "runtime_env": {"env_vars": {"NASPS_TOY_SLEEP": "1.0"}}},
+                        budget={"children": 4})
+    run_dir = tmp_path / "run"
+    open_new_store(run_dir, config).close()
+    store_path = run_dir / "results.sqlite"
+    recorder = Recorder.options(num_cpus=0).remote(str(store_path), 4, 1000)
+    policy = build_policy(config.strategy, build_space(config.space).decisions())
+    bounds = shard_bounds(policy.num_params, 2)
+    shards = [ParameterServerShard.options(num_cpus=0).remote(i, p.numpy(), adam_settings(config))
+              for i, p in enumerate(split_params(policy.initial_params(0), bounds))]
+    replica = ControllerReplica.options(num_cpus=0).remote(
+        0, config, shards, bounds, recorder, {"num_cpus": 0, "runtime_env": config.cluster.runtime_env})
+    ray.get(replica.ready.remote())
+    run = replica.run.remote()
+    deadline = time.time() + 60
+    while not query(store_path, "SELECT COUNT(*) FROM pending")[0][0] and time.time() < deadline:
+        time.sleep(0.02)  # the first round is admitted; its children sleep a second
+    lock = sqlite3.connect(store_path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # the recorder's commits now wait for this lock
+    try:
+        time.sleep(3.0)  # the children finish meanwhile; their commit cannot
+        assert query(store_path, "SELECT COUNT(*) FROM children")[0][0] == 0
+        assert [ray.get(s.pull.remote())[1] for s in shards] == [0, 0]
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    ray.get(run, timeout=60)
+    rows = query(store_path, "SELECT COUNT(*) FROM children WHERE cached = 0")[0][0]
+    assert rows == 4 and all(ray.get(s.pull.remote())[1] >= 1 for s in shards)
+
+
+def test_a_replaced_replica_keeps_its_rows_but_its_commit_fails(ray_session, tmp_path):
+    """The push of a replica already replaced waits on a commit that fails: its late children
+    are kept, its gradient is never applied."""
+    import pytest
+    import ray
+
+    from nasps.evaluators import ChildResult
+    from nasps.rundir import open_new_store
+    from nasps.runtime.actors import Recorder
+    from nasps.spaces import Architecture
+
+    config = toy_config(budget={"children": 4})
+    open_new_store(tmp_path / "run", config).close()
+    recorder = Recorder.options(num_cpus=0).remote(str(tmp_path / "run" / "results.sqlite"), 4, 100)
+    arch = Architecture.from_value("categorical", {"a": 1})
+    ray.get(recorder.admit.remote([arch], None, 0, 0))
+    ray.get(recorder.replica_lost.remote(0))  # replica 0 is replaced while it trains the child
+    now = time.time()
+    with pytest.raises(ray.exceptions.RayTaskError, match="StaleReplicaError"):
+        ray.get(recorder.record.remote([(arch, ChildResult("ok", 0.5, {}, None, "w", now, now))], 0, 0, 0))
+    assert query(tmp_path / "run" / "results.sqlite", "SELECT reward FROM children") == [(0.5,)]
+
+
+def query(path, sql):
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def test_only_children_admitted_to_run_are_trained(ray_session, tmp_path):
+    """Replicas send children to their workers before the admission is back; a worker trains
+    only a child admitted to run, so a repeat is never trained, not even unrecorded."""
+    calls_dir = tmp_path / "calls"
+    calls_dir.mkdir()
+    space = {"type": "categorical", "decisions": [{"name": "a", "choices": [0, 1]},
+                                                  {"name": "b", "choices": ["x", "y"]}]}
+    config = toy_config(space=space, evaluator={"type": "python", "target": "tests.toys:count_calls"},
+                        cluster={"parameter_servers": 1, "replicas": 2, "children_per_replica": 3,
+                                 "cpus_per_child": 0, "runtime_env": {"env_vars": {"NASPS_TOY_DIR": str(calls_dir)}}},
+                        budget={"children": 4})
+    run_search(config, tmp_path / "run")
+    rows, _ = rows_of(tmp_path / "run")
+    calls = (calls_dir / "calls").read_text().splitlines()
+    # 6 children in the first round of 2 replicas over 4 architectures: repeats for sure.
+    assert len([r for r in rows if r.cached]) > 0
+    assert all(r.status == "ok" for r in rows)
+    assert len(calls) == len(set(calls)) == len([r for r in rows if not r.cached]) == 4
 
 
 def test_sharded_update_equals_single_process_update(ray_session):

@@ -74,3 +74,11 @@ def crash_once(arch: dict) -> dict:
         open(marker, "w").close()
         os._exit(1)
     return {"reward": match_fraction(arch), "metrics": {"pid": os.getpid()}}
+
+
+def count_calls(arch: dict) -> float:
+    """Appends each call to NASPS_TOY_DIR/calls (one line per call); any space, any reward."""
+    line = repr(sorted(arch.items()))
+    with open(os.path.join(os.environ["NASPS_TOY_DIR"], "calls"), "a") as calls:
+        calls.write(line + "\n")
+    return len(line) % 7 / 7

@@ -18,15 +18,18 @@ import numpy as np
 import ray
 import torch
 
-from nasps.board import Board
 from nasps.checkpoint import load_checkpoint
 from nasps.evaluators import ChildResult
 from nasps.ledger import Admission, Ledger, Outcome, Progress
-from nasps.parameter_server import AdamSettings, ParameterShard, PushReceipt
+from nasps.parameter_server import AdamSettings, ParameterShard, PushReceipt, from_wire
 from nasps.spaces import Architecture
 from nasps.store import ResultsStore, RoundStats
 
 log = logging.getLogger(__name__)
+
+
+class StaleReplicaError(RuntimeError):
+    """A call from a replica the driver has replaced."""
 
 def _restarted() -> bool:
     with warnings.catch_warnings():  # Ray 2.60 warns about its own use of a deprecated property
@@ -36,8 +39,8 @@ def _restarted() -> bool:
 
 @ray.remote
 class ParameterServerShard:
-    """A ``ParameterShard`` that speaks numpy arrays on the wire: Ray ships those without
-    pickling (zero-copy), which makes a push several times cheaper than with torch tensors."""
+    """A ``ParameterShard`` that speaks plain types on the wire: gradients come as bytes and
+    parameters go back as numpy arrays; torch tensors cost Ray a torch (de)serialisation."""
 
     def __init__(self, index: int, params, adam: AdamSettings, run_dir: Optional[str] = None,
                  recorder: Optional[str] = None):
@@ -59,12 +62,17 @@ class ParameterServerShard:
         return params.numpy(), version
 
     def push(self, replica: str, seq: int, gradient, version_pulled: int) -> PushReceipt:
-        return self.shard.push(replica, seq, torch.tensor(gradient), version_pulled)
+        return self.shard.push(replica, seq, from_wire(gradient), version_pulled)
 
-    def push_and_pull(self, replica: str, seq: int, gradient,
-                      version_pulled: int) -> tuple[PushReceipt, np.ndarray, int]:
-        receipt, params, version = self.shard.push_and_pull(replica, seq, torch.tensor(gradient),
-                                                            version_pulled)
+    def push_and_pull(self, replica: str, seq: int, gradient, version_pulled: int,
+                      *committed) -> tuple[PushReceipt, np.ndarray, int]:
+        """Apply a gradient (``to_wire`` bytes) and reply with the parameters after it.
+
+        ``committed``: the recorder's commits of the rows whose rewards made this gradient. A
+        replica passes them as object refs, so Ray runs the push only once they have returned:
+        no reward moves the policy before its row is durable, and the replica need not wait for
+        the commit itself before pushing. Their values are not needed here."""
+        receipt, params, version = self.shard.push_and_pull(replica, seq, from_wire(gradient), version_pulled)
         return receipt, params.numpy(), version
 
     def state_dict(self) -> dict:
@@ -79,10 +87,8 @@ class ParameterServerShard:
 
 @ray.remote
 class Recorder:
-    def __init__(self, store_path: str, budget_children: int, sample_cap: int,
-                 board_dir: Optional[str] = None):
-        board = Board(board_dir) if board_dir is not None else None
-        self.ledger = Ledger(ResultsStore(Path(store_path)), budget_children, sample_cap, board)
+    def __init__(self, store_path: str, budget_children: int, sample_cap: int):
+        self.ledger = Ledger(ResultsStore(Path(store_path)), budget_children, sample_cap)
         self._changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
         self.controllers: dict[int, dict] = {}  # replica -> its controller state at its last push
@@ -104,13 +110,19 @@ class Recorder:
         return admissions, self.ledger.progress.samples
 
     async def record(self, children: list[tuple[Architecture, ChildResult]], replica: int,
-                     controller_version: int) -> list[Outcome]:
+                     controller_version: int, generation: int = 0) -> list[Outcome]:
         """Commit the children that finished (one call for all that finished together)."""
         with self.ledger.store.batch():
             outcomes = [self.ledger.record(arch, result, replica, controller_version)
                         for arch, result in children]
         for arch, _ in children:
             self._wake(arch.hash)
+        if generation != self.generations.get(replica, 0):
+            # A replica already replaced whose process lived on: its rows are kept (a second
+            # result of the same child is not), but the push that waits for this commit must
+            # fail, or it would move the policy with rewards its successor trains again.
+            raise StaleReplicaError(f"replica {replica} generation {generation} was replaced; "
+                                    "its children are recorded, its gradient is not applied")
         return outcomes
 
     async def reuse(self, arch: Architecture, replica: int, controller_version: int) -> Optional[Outcome]:

@@ -21,7 +21,7 @@ import torch
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from nasps.board import board_dir
+from nasps.board import SafeBoard, open_board
 from nasps.checkpoint import CheckpointClock, check_resumable, load_checkpoint, resume_seq, save_checkpoint
 from nasps.config import Config
 from nasps.errors import UserInputError
@@ -92,9 +92,13 @@ def run_search(config: Config, run_dir: str | Path, *, address: Optional[str] = 
         open_new_store(run_dir, config).close()
     started_ray = connect(address, config.cluster.runtime_env)
     started = time.time()
+    # TensorBoard follows the store from the driver, off the recorder that every replica waits on.
+    board = open_board(run_dir, config)
     try:
-        return _run(config, run_dir, on_progress, poll_s, started, resume, checkpoint, started_ray)
+        return _run(config, run_dir, on_progress, poll_s, started, resume, checkpoint, started_ray, board)
     finally:
+        if board is not None:
+            board.close()
         if started_ray:
             ray.shutdown()
 
@@ -113,14 +117,12 @@ def _last_seqs(run_dir: Path) -> dict[int, int]:
 
 
 def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: float, resume: bool,
-         checkpoint: Optional[dict], started_ray: bool) -> SearchSummary:
+         checkpoint: Optional[dict], started_ray: bool, board: Optional[SafeBoard]) -> SearchSummary:
     cluster = config.cluster
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    tb = board_dir(run_dir, config)
     recorder_name = f"nasps-recorder-{uuid.uuid4().hex[:12]}"
     recorder = Recorder.options(num_cpus=0, scheduling_strategy=here, name=recorder_name).remote(
-        str((run_dir / "results.sqlite").resolve()), config.budget.children, config.budget.sample_cap,
-        str(tb.resolve()) if tb is not None else None)
+        str((run_dir / STORE_NAME).resolve()), config.budget.children, config.budget.sample_cap)
 
     space = build_space(config.space)
     policy = build_policy(config.strategy, space.decisions())
@@ -212,6 +214,8 @@ def _run(config: Config, run_dir: Path, on_progress, poll_s: float, started: flo
             progress = ray.get(recorder.progress.remote())
             if on_progress is not None:
                 on_progress(progress)
+            if board is not None:
+                board.follow()
             if shards and clock.due(progress.updates):
                 save()
         save()

@@ -2,8 +2,13 @@
 
 Each replica loops independently of the others (no barrier): pull every shard, sample m
 architectures, have the ledger admit them, train the admitted ones on its m child workers,
-wait for their rows to be committed, compute the REINFORCE gradient and push each slice to
-its shard. The maths is ``nasps.controller.Controller``; this file is only the orchestration.
+commit their rows, compute the REINFORCE gradient and push each slice to its shard. The maths
+is ``nasps.controller.Controller``; this file is only the orchestration.
+
+Workers sit idle from a round's last child to the next round's first, so that stretch is kept
+short: children go to the workers before their admission is back (Ray hands the admission to
+the call before it runs), children that finish together are committed in one call, and the
+gradient is computed while the commit is on its way, the push waiting in Ray for the commit.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import ray
@@ -20,8 +25,8 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from nasps.controller import Controller
 from nasps.evaluators import ChildResult
-from nasps.ledger import Admission
-from nasps.parameter_server import join_params
+from nasps.ledger import Admission, Outcome
+from nasps.parameter_server import join_params, to_wire
 from nasps.policies import SampledBatch, build_policy
 from nasps.runtime.worker import ChildWorker
 from nasps.spaces import build_space
@@ -29,6 +34,11 @@ from nasps.spaces import build_space
 log = logging.getLogger(__name__)
 
 MAX_FAILED_STARTS = 5  # a worker that fails to start this many times in a row is given up
+WORKER_LOST = object()  # the result of a child whose worker died
+# A finished child waits at most this long for others of its round to finish, so that they are
+# committed in one recorder call: the recorder serves every replica, and each call costs it
+# about a millisecond. The last child of a round is committed at once.
+COMMIT_WINDOW_S = 0.1
 
 
 @dataclass
@@ -54,10 +64,32 @@ class _Batch:
     sampled: SampledBatch
     archs: list
     admissions: list
+    early: dict = field(default_factory=dict)  # calls sent before the admission was back: ref -> (index, worker)
 
     @property
     def controller_version(self) -> Optional[int]:
         return min(self.versions) if self.versions else None
+
+
+@dataclass
+class _Trained:
+    """A round's children once every one has finished, and the recorder calls committing them."""
+
+    results: list  # index in batch -> ChildResult of a child trained this round, else None
+    recording: dict  # recorder's commit ref -> indices in batch (its value: their outcomes)
+    reusing: dict  # recorder's ref of a cached child's row -> index in batch (one outcome)
+
+    def outcomes(self) -> list[Optional[Outcome]]:
+        """Each child's committed outcome (waits for the commits)."""
+        outcomes = [None] * len(self.results)
+        values = ray.get(list(self.recording) + list(self.reusing))
+        committed, reused = values[:len(self.recording)], values[len(self.recording):]
+        for indices, batch_outcomes in zip(self.recording.values(), committed):
+            for i, outcome in zip(indices, batch_outcomes):
+                outcomes[i] = outcome
+        for i, outcome in zip(self.reusing.values(), reused):
+            outcomes[i] = outcome
+        return outcomes
 
 
 @ray.remote
@@ -114,8 +146,7 @@ class ControllerReplica:
         self._retrain_recovered()
         batch = self._next_batch()
         while batch is not None:
-            outcomes = self._train(batch)
-            self._learn(batch, outcomes)
+            self._learn(batch, self._train(batch))
             self.timing.rounds += 1
             batch = self._next_batch()
         if self._push_report is not None:
@@ -130,7 +161,7 @@ class ControllerReplica:
         recorded but feed no gradient."""
         while archs := ray.get(self.recorder.take_recovered.remote(len(self.workers), self.replica)):
             admissions = [Admission("run")] * len(archs)
-            self._train(_Batch(torch.zeros(0), [], None, archs, admissions))
+            self._train(_Batch(torch.zeros(0), [], None, archs, admissions)).outcomes()
 
     def _next_batch(self) -> Optional[_Batch]:
         """Sample m architectures and have them admitted; None when none is."""
@@ -146,29 +177,41 @@ class ControllerReplica:
             params, versions = torch.zeros(0), [0]
         t1 = time.perf_counter()
         sampled, archs = self.controller.sample(params, self._samples)
-        admissions, self._samples = ray.get(
-            self.recorder.admit.remote(archs, self._push_report, self.replica, self.generation))
+        admitted = self.recorder.admit.remote(archs, self._push_report, self.replica, self.generation)
         self._push_report = None
+        # Send the children to the idle workers now, with the admission as an argument that Ray
+        # resolves before the call runs: a worker trains its child only if it was admitted to
+        # run. Sending m calls costs the replica about a millisecond each; this way that time
+        # overlaps the admission's round trip instead of following it.
+        early = {}
+        for i, w in zip(range(len(archs)), sorted(self.idle)):
+            self.idle.discard(w)
+            early[self.workers[w].evaluate.remote(archs[i], admitted, i)] = (i, w)
+        admissions, self._samples = ray.get(admitted)
         self.timing.pull += t1 - t0
         self.timing.sample += time.perf_counter() - t1
         if all(a.kind == "drop" for a in admissions):
+            for ref, result in zip(early, self._results(list(early), early, archs)):
+                if result is not WORKER_LOST:
+                    self.idle.add(early[ref][1])
             return None
-        return _Batch(params, versions, sampled, archs, admissions)
+        return _Batch(params, versions, sampled, archs, admissions, early)
 
-    def _train(self, batch: _Batch) -> list:
-        """Train the admitted children and commit each row as it finishes; their outcomes."""
+    def _train(self, batch: _Batch) -> _Trained:
+        """Train the admitted children and send each row to be committed as it finishes."""
         t0 = time.perf_counter()
         archs, version = batch.archs, batch.controller_version
-        training = {}  # worker's result ref -> (index in batch, worker)
+        training = dict(batch.early)  # worker's result ref -> (index in batch, worker)
         recording = {}  # recorder's commit ref -> indices in batch (a list of outcomes)
         reusing = {}  # recorder's ref of a cached row -> index in batch (one outcome)
         queue = deque()  # children waiting for a worker
+        sent = {i for i, _ in batch.early.values()}
         for i, (arch, admission) in enumerate(zip(archs, batch.admissions)):
-            if admission.kind == "run":
+            if admission.kind == "run" and i not in sent:
                 queue.append(i)
             elif admission.kind in ("cached", "wait"):
                 reusing[self.recorder.reuse.remote(arch, self.replica, version)] = i
-        outcomes = [None] * len(archs)
+        results = [None] * len(archs)
         retries = [0] * len(archs)
 
         def dispatch() -> None:
@@ -178,54 +221,74 @@ class ControllerReplica:
                 training[self.workers[w].evaluate.remote(archs[i])] = (i, w)
 
         dispatch()
-        while training or queue:
-            # Block for the first result (or a replacement worker coming up), then take every
-            # other one already there, so children that finish together are committed in one
-            # call and none waits for another.
+        unrecorded = []  # (index in batch, result) of finished children not yet sent to commit
+        first_finished = 0.0  # when the oldest of them finished
+        while training or queue or unrecorded:
             waiting = list(training) + list(self.starting)
-            ray.wait(waiting, num_returns=1)
-            ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0)
+            if not unrecorded:
+                # Block for the first result (or a replacement worker coming up), then take
+                # every other one already there.
+                ray.wait(waiting, num_returns=1)
+                ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0)
+            elif training:
+                # A child has finished: give the rest of the round until the window closes to
+                # finish too (one wait, not one per child: each costs the replica CPU).
+                ready, _ = ray.wait(waiting, num_returns=len(waiting),
+                                    timeout=max(0.0, first_finished + COMMIT_WINDOW_S - time.time()))
+            else:
+                ready = []
             self._started([ref for ref in ready if ref in self.starting])
             done = [ref for ref in ready if ref in training]
-            finished = []
             for ref, result in zip(done, self._results(done, training, archs)):
                 i, w = training.pop(ref)
-                if result is not None:
+                if result is not WORKER_LOST:
                     self.idle.add(w)
-                    finished.append((i, result))
+                if batch.admissions[i].kind != "run":
+                    continue  # sent before its admission was back, and not admitted: not trained
+                if result is not WORKER_LOST:
+                    finished = (i, result)
                 elif retries[i] < self.max_retries:  # its worker died: again, on another worker
                     retries[i] += 1
                     queue.appendleft(i)
+                    continue
                 else:
-                    finished.append((i, self._lost_result(retries[i])))
+                    finished = (i, self._lost_result(retries[i]))
+                if not unrecorded:
+                    first_finished = time.time()
+                unrecorded.append(finished)
+                results[finished[0]] = finished[1]
             dispatch()
-            if not finished:
-                continue
-            self.timing.commits += 1
-            commit = self.recorder.record.remote([(archs[i], result) for i, result in finished],
-                                                 self.replica, version)
-            recording[commit] = [i for i, _ in finished]
-        # Rewards are used only once their rows are committed.
-        values = ray.get(list(recording) + list(reusing))
-        committed, reused = values[:len(recording)], values[len(recording):]
-        for indices, batch_outcomes in zip(recording.values(), committed):
-            for i, outcome in zip(indices, batch_outcomes):
-                outcomes[i] = outcome
-        for i, outcome in zip(reusing.values(), reused):
-            outcomes[i] = outcome
+            # Children that finish close together are committed in one call: the last of a
+            # round at once, the others after at most COMMIT_WINDOW_S.
+            if unrecorded and (not training or time.time() - first_finished >= COMMIT_WINDOW_S):
+                self.timing.commits += 1
+                commit = self.recorder.record.remote([(archs[i], result) for i, result in unrecorded],
+                                                     self.replica, version, self.generation)
+                recording[commit] = [i for i, _ in unrecorded]
+                unrecorded = []
         self.timing.children += time.perf_counter() - t0
-        return outcomes
+        return _Trained(results, recording, reusing)
 
-    def _learn(self, batch: _Batch, outcomes: list) -> None:
-        """The REINFORCE gradient of this batch at the parameters it was sampled from, pushed."""
+    def _learn(self, batch: _Batch, trained: _Trained) -> None:
+        """The REINFORCE gradient of this batch at the parameters it was sampled from, pushed.
+
+        The gradient is computed from the results while their commits are on the way; the
+        pushes carry the commits, so Ray applies them only once every row is committed."""
         t0 = time.perf_counter()
+        outcomes = [None if r is None else Outcome(0, r.status, r.reward, cached=False, error=r.error)
+                    for r in trained.results]  # as they will be committed (ids to come)
+        for i, outcome in zip(trained.reusing.values(), ray.get(list(trained.reusing))):
+            outcomes[i] = outcome  # a cached child: the row of its identical twin
         scored = self.controller.feedback(batch.sampled.actions, outcomes)
         gradient = self.controller.gradient(batch.params, scored)
         t1 = time.perf_counter()
-        if gradient is not None:
+        commits = list(trained.recording)
+        if gradient is None:
+            ray.get(commits)
+        else:
             seq = self.controller.next_seq()
             replies = ray.get([
-                shard.push_and_pull.remote(self.name, seq, gradient[start:stop].numpy(), version)
+                shard.push_and_pull.remote(self.name, seq, to_wire(gradient[start:stop]), version, *commits)
                 for shard, (start, stop), version in zip(self.shards, self.bounds, batch.versions)])
             receipts = [receipt for receipt, _, _ in replies]
             # The reply is the shard after this push: the next sample needs no separate pull.
@@ -234,8 +297,9 @@ class ControllerReplica:
                     for s, r in enumerate(receipts)]
             staleness = max(r.staleness for r in receipts)
             stats = self.controller.round_stats(seq, batch.sampled, scored, batch.archs[0].depth)
-            self._push_report = ([x.child_id for x in scored], staleness, rows, stats,
-                                 self.controller.state_dict())
+            # The rows that fed the gradient, now that their ids are known (the commits are back).
+            fed = [x.child_id for x in self.controller.feedback(batch.sampled.actions, trained.outcomes())]
+            self._push_report = (fed, staleness, rows, stats, self.controller.state_dict())
         self.timing.gradient += t1 - t0
         self.timing.push += time.perf_counter() - t1
 
@@ -260,9 +324,9 @@ class ControllerReplica:
             self.failed_starts[w] = 0
             self.idle.add(w)
 
-    def _results(self, refs: list, training: dict, archs: list) -> list[Optional[ChildResult]]:
-        """The results of finished children; None for a child whose worker died (the worker
-        is replaced)."""
+    def _results(self, refs: list, training: dict, archs: list) -> list:
+        """The results of finished children; WORKER_LOST for a child whose worker died (the
+        worker is replaced)."""
         try:
             return ray.get(refs)
         except (RayActorError, RayTaskError):
@@ -276,7 +340,7 @@ class ControllerReplica:
                 log.warning("replica %d: child worker %d lost while training %s: %s",
                             self.replica, w, archs[i].hash, type(exc).__name__)
                 self._replace_worker(w)
-                results.append(None)
+                results.append(WORKER_LOST)
         return results
 
     def _replace_worker(self, w: int) -> None:
