@@ -136,31 +136,45 @@ class Ledger:
 
     def record(self, arch: Architecture, result: ChildResult, replica: Optional[int],
                controller_version: Optional[int]) -> Outcome:
-        """Commit a trained child (one that was admitted as ``run``). A second result for a
-        child already committed (its replica was replaced while training it, and both
-        finished) is not committed again: the first stands."""
-        if self._in_flight[arch.hash] <= 0:
-            first = self._finished.get(arch.hash)
-            if first is not None:
-                log.warning("child %s finished twice (its replica was replaced while training it); "
-                            "the first result stands", arch.hash)
-                return first
-            raise RuntimeError(f"child {arch.hash} was not admitted to run")
-        if arch in self.recovered:  # a late result of a child that was to be trained again
-            self.recovered.remove(arch)
-        row_id = self.store.add_child(
-            arch_json=arch.json_text, arch_hash=arch.hash, status=result.status, reward=result.reward,
-            metrics=result.metrics, error=result.error, cached_from=None, replica=replica,
-            controller_version=controller_version, worker=result.worker,
-            started_at=result.started_at, finished_at=result.finished_at, depth=arch.depth)
-        self._in_flight[arch.hash] -= 1
-        self.progress.in_flight -= 1
-        running = self._running.get(replica, [])
-        if arch in running:
-            running.remove(arch)
-        outcome = Outcome(row_id, result.status, result.reward, cached=False, error=result.error)
-        self._note(arch.hash, outcome)
-        return outcome
+        """Commit a trained child (one that was admitted as ``run``)."""
+        return self.record_all([(arch, result)], replica, controller_version)[0]
+
+    def record_all(self, children: list[tuple[Architecture, ChildResult]], replica: Optional[int],
+                   controller_version: Optional[int]) -> list[Outcome]:
+        """Commit trained children in one transaction. The ledger's own counts change only once
+        it has committed: if any row fails, none is stored and every child is still in flight.
+        A second result for a child already committed (its replica was replaced while training
+        it, and both finished) is not committed again: the first stands."""
+        outcomes: list[Optional[Outcome]] = [None] * len(children)
+        written = []  # (index, arch, outcome) of the rows this transaction writes
+        with self.store.batch():
+            for k, (arch, result) in enumerate(children):
+                if self._in_flight[arch.hash] <= 0:
+                    first = self._finished.get(arch.hash)
+                    if first is None:
+                        raise RuntimeError(f"child {arch.hash} was not admitted to run")
+                    log.warning("child %s finished twice (its replica was replaced while training it); "
+                                "the first result stands", arch.hash)
+                    outcomes[k] = first
+                    continue
+                row_id = self.store.add_child(
+                    arch_json=arch.json_text, arch_hash=arch.hash, status=result.status,
+                    reward=result.reward, metrics=result.metrics, error=result.error, cached_from=None,
+                    replica=replica, controller_version=controller_version, worker=result.worker,
+                    started_at=result.started_at, finished_at=result.finished_at, depth=arch.depth)
+                written.append((k, arch, Outcome(row_id, result.status, result.reward, cached=False,
+                                                 error=result.error)))
+        for k, arch, outcome in written:
+            if arch in self.recovered:  # a late result of a child that was to be trained again
+                self.recovered.remove(arch)
+            self._in_flight[arch.hash] -= 1
+            self.progress.in_flight -= 1
+            running = self._running.get(replica, [])
+            if arch in running:
+                running.remove(arch)
+            self._note(arch.hash, outcome)
+            outcomes[k] = outcome
+        return outcomes
 
     def release(self, arch: Architecture) -> None:
         """Give back the ticket of a child that was admitted but will not finish."""

@@ -102,3 +102,18 @@ def test_store_meta_keeps_the_config_and_version(tmp_path):
     assert meta["config"]["budget"]["children"] == 20
     assert meta["nasps_version"]
     assert (tmp_path / "run" / "config.yaml").read_text().startswith("space:")
+
+
+def test_a_commit_that_fails_stores_nothing_and_leaves_every_child_in_flight(ledger):
+    """Children finished together are committed in one transaction: when one row cannot be
+    written, none is, and the ledger counts none of them (they can still be committed)."""
+    ledger.admit([arch(0), arch(1)], replica=0)
+    unwritable = ChildResult("ok", 0.5, {"not json": {1, 2}}, None, "w", 1.0, 2.0)  # a set
+    with pytest.raises(TypeError):
+        ledger.record_all([(arch(0), ok(0.3)), (arch(1), unwritable)], 0, 0)
+    assert ledger.store.count() == 0
+    assert (ledger.progress.trained, ledger.progress.in_flight) == (0, 2)
+    assert ledger.in_flight(arch(0).hash) and ledger.finished(arch(0).hash) is None
+    outcomes = ledger.record_all([(arch(0), ok(0.3)), (arch(1), ok(0.4))], 0, 0)
+    assert [o.reward for o in outcomes] == [0.3, 0.4] and ledger.store.count() == 2
+    assert (ledger.progress.trained, ledger.progress.in_flight) == (2, 0)

@@ -112,9 +112,7 @@ class Recorder:
     async def record(self, children: list[tuple[Architecture, ChildResult]], replica: int,
                      controller_version: int, generation: int = 0) -> list[Outcome]:
         """Commit the children that finished (one call for all that finished together)."""
-        with self.ledger.store.batch():
-            outcomes = [self.ledger.record(arch, result, replica, controller_version)
-                        for arch, result in children]
+        outcomes = self.ledger.record_all(children, replica, controller_version)
         for arch, _ in children:
             self._wake(arch.hash)
         if generation != self.generations.get(replica, 0):
