@@ -138,6 +138,7 @@ class ResultsStore:
         if not create and not self.path.is_file():
             raise UserInputError(f"{self.path}: no results store here")
         self._db = None
+        self._depth = 0  # open transactions: nested ones join the outermost
         try:
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             if not readonly:
@@ -338,10 +339,9 @@ class _Transaction:
         self.store = store
 
     def __enter__(self):
-        depth = getattr(self.store, "_depth", 0)
-        if depth == 0:
+        if self.store._depth == 0:
             self.store._db.execute("BEGIN IMMEDIATE")
-        self.store._depth = depth + 1
+        self.store._depth += 1
         return self.store._db
 
     def __exit__(self, exc_type, exc, tb):

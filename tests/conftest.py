@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -38,6 +39,15 @@ def toy_config(**sections):
            "seed": 0}
     raw.update(sections)
     return config_from_dict(raw)
+
+
+def query(run_dir: Path, sql: str) -> list[tuple]:
+    """Rows of a query on a run's results store."""
+    db = sqlite3.connect(Path(run_dir) / "results.sqlite")
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
 
 
 def random_search(tmp_path, space, evaluator, children=3) -> Path:

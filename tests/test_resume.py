@@ -6,7 +6,6 @@ and change nothing on disk."""
 import hashlib
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import NASPS, ROOT
+from tests.conftest import NASPS, ROOT, query
 
 CONFIG = {
     "space": {"type": "categorical", "decisions": [
@@ -31,19 +30,7 @@ CONFIG = {
 
 
 def trained_rows(run_dir):
-    db = sqlite3.connect(run_dir / "results.sqlite")
-    try:
-        return db.execute("SELECT arch_hash, replica, controller_version FROM children WHERE cached = 0").fetchall()
-    finally:
-        db.close()
-
-
-def query(run_dir, sql):
-    db = sqlite3.connect(run_dir / "results.sqlite")
-    try:
-        return db.execute(sql).fetchall()
-    finally:
-        db.close()
+    return query(run_dir, "SELECT arch_hash, replica, controller_version FROM children WHERE cached = 0")
 
 
 def digest(path):

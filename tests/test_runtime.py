@@ -13,7 +13,7 @@ from nasps.policies import build_policy
 from nasps.runtime.driver import run_search
 from nasps.spaces import build_space
 from nasps.store import ResultsStore
-from tests.conftest import toy_config
+from tests.conftest import query, toy_config
 from tests.test_serial_search import best_probability
 
 
@@ -118,19 +118,19 @@ def test_a_replica_pushes_only_after_the_rows_of_its_rewards_are_committed(ray_s
     ray.get(replica.ready.remote())
     run = replica.run.remote()
     deadline = time.time() + 60
-    while not query(store_path, "SELECT COUNT(*) FROM pending")[0][0] and time.time() < deadline:
+    while not query(run_dir, "SELECT COUNT(*) FROM pending")[0][0] and time.time() < deadline:
         time.sleep(0.02)  # the first round is admitted; its children sleep a second
     lock = sqlite3.connect(store_path, isolation_level=None)
     lock.execute("BEGIN IMMEDIATE")  # the recorder's commits now wait for this lock
     try:
         time.sleep(3.0)  # the children finish meanwhile; their commit cannot
-        assert query(store_path, "SELECT COUNT(*) FROM children")[0][0] == 0
+        assert query(run_dir, "SELECT COUNT(*) FROM children")[0][0] == 0
         assert [ray.get(s.pull.remote())[1] for s in shards] == [0, 0]
     finally:
         lock.execute("ROLLBACK")
         lock.close()
     ray.get(run, timeout=60)
-    rows = query(store_path, "SELECT COUNT(*) FROM children WHERE cached = 0")[0][0]
+    rows = query(run_dir, "SELECT COUNT(*) FROM children WHERE cached = 0")[0][0]
     assert rows == 4 and all(ray.get(s.pull.remote())[1] >= 1 for s in shards)
 
 
@@ -154,15 +154,7 @@ def test_a_replaced_replica_keeps_its_rows_but_its_commit_fails(ray_session, tmp
     now = time.time()
     with pytest.raises(ray.exceptions.RayTaskError, match="StaleReplicaError"):
         ray.get(recorder.record.remote([(arch, ChildResult("ok", 0.5, {}, None, "w", now, now))], 0, 0, 0))
-    assert query(tmp_path / "run" / "results.sqlite", "SELECT reward FROM children") == [(0.5,)]
-
-
-def query(path, sql):
-    db = sqlite3.connect(path)
-    try:
-        return db.execute(sql).fetchall()
-    finally:
-        db.close()
+    assert query(tmp_path / "run", "SELECT reward FROM children") == [(0.5,)]
 
 
 def test_only_children_admitted_to_run_are_trained(ray_session, tmp_path):
@@ -249,9 +241,7 @@ def test_flaky_evaluator_statuses_through_ray(ray_session, tmp_path):
                         budget={"children": 25})
     summary = run_search(config, tmp_path / "run")
     assert summary.progress.trained == 25
-    db = sqlite3.connect(tmp_path / "run" / "results.sqlite")
-    statuses = dict(db.execute("SELECT status, COUNT(*) FROM children WHERE cached = 0 GROUP BY status"))
-    db.close()
+    statuses = dict(query(tmp_path / "run", "SELECT status, COUNT(*) FROM children WHERE cached = 0 GROUP BY status"))
     assert set(statuses) == {"ok", "failed", "diverged"} and sum(statuses.values()) == 25
 
 

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 class StaleReplicaError(RuntimeError):
     """A call from a replica the driver has replaced."""
 
+
 def _restarted() -> bool:
     with warnings.catch_warnings():  # Ray 2.60 warns about its own use of a deprecated property
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -79,16 +79,18 @@ class _Trained:
     recording: dict  # recorder's commit ref -> indices in batch (its value: their outcomes)
     reusing: dict  # recorder's ref of a cached child's row -> index in batch (one outcome)
 
-    def outcomes(self) -> list[Optional[Outcome]]:
-        """Each child's committed outcome (waits for the commits)."""
-        outcomes = [None] * len(self.results)
-        values = ray.get(list(self.recording) + list(self.reusing))
-        committed, reused = values[:len(self.recording)], values[len(self.recording):]
-        for indices, batch_outcomes in zip(self.recording.values(), committed):
-            for i, outcome in zip(indices, batch_outcomes):
-                outcomes[i] = outcome
-        for i, outcome in zip(self.reusing.values(), reused):
+    def outcomes(self, committed: bool = True) -> list[Optional[Outcome]]:
+        """Each child's outcome: as committed (waits for the commits), or with ``committed``
+        false as the results say it will be (ids to come). A cached child's is always the
+        committed row of its identical twin."""
+        outcomes = [None if r is None else Outcome(0, r.status, r.reward, cached=False, error=r.error)
+                    for r in self.results]
+        for i, outcome in zip(self.reusing.values(), ray.get(list(self.reusing))):
             outcomes[i] = outcome
+        if committed:
+            for indices, batch_outcomes in zip(self.recording.values(), ray.get(list(self.recording))):
+                for i, outcome in zip(indices, batch_outcomes):
+                    outcomes[i] = outcome
         return outcomes
 
 
@@ -275,11 +277,7 @@ class ControllerReplica:
         The gradient is computed from the results while their commits are on the way; the
         pushes carry the commits, so Ray applies them only once every row is committed."""
         t0 = time.perf_counter()
-        outcomes = [None if r is None else Outcome(0, r.status, r.reward, cached=False, error=r.error)
-                    for r in trained.results]  # as they will be committed (ids to come)
-        for i, outcome in zip(trained.reusing.values(), ray.get(list(trained.reusing))):
-            outcomes[i] = outcome  # a cached child: the row of its identical twin
-        scored = self.controller.feedback(batch.sampled.actions, outcomes)
+        scored = self.controller.feedback(batch.sampled.actions, trained.outcomes(committed=False))
         gradient = self.controller.gradient(batch.params, scored)
         t1 = time.perf_counter()
         commits = list(trained.recording)
