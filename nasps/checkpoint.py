@@ -64,12 +64,14 @@ def check_resumable(config, checkpoint: Optional[dict]) -> None:
                              f"{len(checkpoint['shards'])} shards; a resumed search keeps that number")
 
 
-def resume_seq(replica: int, controller: Optional[dict], shards: list[dict]) -> int:
-    """The push counter a restored replica continues from: never below a receipt a shard
-    already holds for it, or its next pushes would be taken for retries and dropped."""
+def resume_seq(replica: int, controller: Optional[dict], shards: list[dict], stored: int = 0) -> int:
+    """Where a replica's push counter continues: past the counter of its controller's last
+    state, every receipt a shard holds for it, and ``stored``, the last of its pushes the store
+    recorded (pushes lost to a restore keep their rows). A lower one would have its next pushes
+    taken for retries, or replace rows."""
     seqs = [seq for s in shards for name, (seq, _) in s["receipts"].items()
             if name == str(replica) or name.startswith(f"{replica}.")]
-    return max([controller["seq"] if controller else 0, *seqs])
+    return max([controller["seq"] if controller else 0, stored, *seqs])
 
 
 class CheckpointClock:

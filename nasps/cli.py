@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from nasps.config import load_config
-from nasps.errors import UserInputError
+from nasps.errors import SearchFailed, Terminated, UserInputError
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,6 +85,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UserInputError as exc:
         print(f"nasps: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except SearchFailed as exc:
+        print(f"nasps: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _validate(args) -> int:
@@ -137,18 +142,25 @@ def _search(args) -> int:
     try:
         summary = run_search(config, run_dir, address=args.address, on_progress=view,
                              resume=args.resume is not None)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         view.close()
-        print(f"\nnasps: interrupted; finished children are kept in {run_dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\nnasps: {how}; finished children are kept in {run_dir}; "
+              f"nasps search --resume {run_dir} continues", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     p = summary.progress
     view(p, final=True)
+    if p.stop_reason == "failures":
+        print(f"nasps: error: stopped after {p.failures_in_a_row} children in a row ended failed, diverged or "
+              f"timeout (budget.max_consecutive_failures); the last: {p.last_error}; finished children are "
+              f"kept, and nasps search --resume {run_dir} continues once it is fixed", file=sys.stderr)
+        return EXIT_FAILED
+    if p.stop_reason == "store":
+        print(f"nasps: error: {p.last_error}; what was committed is kept", file=sys.stderr)
+        return EXIT_FAILED
     if p.stop_reason == "sample_cap":
         print(f"nasps: stopped early: {p.samples} architectures sampled (budget.max_samples) "
               f"but only {p.trained} distinct ones trained; the policy keeps repeating itself")
-    elif p.stop_reason == "interrupted":
-        print(f"nasps: interrupted; finished children are kept in {run_dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
     print()
     print(format_report(summarize(run_dir)))
     return 0

@@ -261,6 +261,9 @@ class PythonEvaluatorConfig:
 
     type: Literal["python"] = option("python", "evaluator type")
     target: str = required("the function to call, as 'package.module:function'")
+    timeout_s: Union[float, None] = option(
+        None, "a child still running this long after it was sent ends as timeout: its worker is killed "
+              "and replaced (null = no deadline)", above=0.0)
 
     def check(self, key: str) -> None:
         if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.target):
@@ -403,14 +406,26 @@ class ClusterConfig:
         0.0, "GPUs reserved for each child worker; fractions pack several on one GPU", min=0.0)
     runtime_env: dict[str, Any] = field(default_factory=dict, metadata={
         "doc": "Ray runtime_env for all actors (working_dir, py_modules, pip, env_vars)"})
+    resources_per_child: dict[str, Any] = field(default_factory=dict, metadata={
+        "doc": "custom Ray resources reserved for each child worker, e.g. {large_gpu: 1}"})
     max_retries: int = option(
         1, "a child whose worker process dies (killed, node lost) is trained again on a new worker "
            "this many times, then recorded as failed", min=0)
+    rounds: Literal["rolling", "barrier"] = option(
+        "rolling", "rolling: a worker that finishes gets its next child at once, and every m finished "
+                   "children make one update; barrier: the paper's rounds of m, each waiting for its slowest")
 
     def check(self, key: str) -> None:
         if self.gpus_per_child > 1 and not float(self.gpus_per_child).is_integer():
             raise ConfigError(f"{key}.gpus_per_child: above 1 it must be a whole number, "
                               f"got {self.gpus_per_child}")
+        for name, amount in self.resources_per_child.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ConfigError(f"{key}.resources_per_child.{name}: not a custom resource; "
+                                  "use cpus_per_child or gpus_per_child")
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount) \
+                    or amount <= 0:
+                raise ConfigError(f"{key}.resources_per_child.{name}: must be a number > 0, got {amount!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -420,6 +435,9 @@ class BudgetConfig:
     children: int = option(100, "children trained (finished rows with cached = 0)", min=1)
     max_samples: Union[int, None] = option(
         None, "cap on architectures sampled, cached repeats included; null = 20 x children", min=1)
+    max_consecutive_failures: Union[int, None] = option(
+        20, "stop the search (exit 1) when this many children in a row end failed, diverged or timeout "
+            "(null = never)", min=1)
 
     @property
     def sample_cap(self) -> int:

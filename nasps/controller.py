@@ -49,11 +49,12 @@ class Controller:
     def learns(self) -> bool:
         return self.policy.learns
 
-    def sample(self, params: torch.Tensor, samples: int = 0) -> tuple[SampledBatch, list[Architecture]]:
-        """m architectures; ``samples`` (children sampled so far, all replicas together) sets
-        the depth in force when the space has a curriculum."""
+    def sample(self, params: torch.Tensor, samples: int = 0,
+               n: Optional[int] = None) -> tuple[SampledBatch, list[Architecture]]:
+        """n architectures (default m); ``samples`` (children sampled so far, all replicas
+        together) sets the depth in force when the space has a curriculum."""
         length = len(self.space.decisions(self.space.depth_at(samples)))
-        batch = self.policy.sample(params, self.m, self.generator, length)
+        batch = self.policy.sample(params, self.m if n is None else n, self.generator, length)
         return batch, [self.space.decode(a) for a in batch.actions]
 
     def feedback(self, actions: Sequence[tuple[int, ...]], outcomes: Sequence[Optional[Outcome]]) -> list[Scored]:
@@ -87,11 +88,12 @@ class Controller:
         self.baseline = update.baseline
         return update.gradient
 
-    def round_stats(self, seq: int, sampled: SampledBatch, scored: Sequence[Scored],
+    def round_stats(self, seq: int, entropies: Sequence[float], scored: Sequence[Scored],
                     depth: Optional[int]) -> RoundStats:
-        """What this round looked like from the controller (call after ``gradient``)."""
+        """What an update looked like from the controller (call after ``gradient``):
+        ``entropies`` are the policy's along each child's sample."""
         rewards = [x.reward for x in scored]
-        return RoundStats(self.replica, seq, self.baseline, statistics.fmean(sampled.entropies),
+        return RoundStats(self.replica, seq, self.baseline, statistics.fmean(entropies),
                           statistics.fmean(rewards) if rewards else None, len(scored), depth)
 
     def next_seq(self) -> int:

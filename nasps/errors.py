@@ -1,8 +1,9 @@
-"""Errors that the CLI reports to the user as one line and exit status 2.
+"""Errors that the CLI reports to the user as one line.
 
 Anything raised as a ``UserInputError`` is the user's to fix (a config key, a file, a value),
-so its message must name that key, file or value. Every other exception is a bug in nasps and
-keeps its traceback.
+so its message must name that key, file or value; it exits with status 2. A ``SearchFailed``
+is a search that cannot go on (its evaluator cannot start, its store cannot be written); it
+exits with status 1. Every other exception is a bug in nasps and keeps its traceback.
 """
 
 
@@ -12,3 +13,11 @@ class UserInputError(Exception):
 
 class ConfigError(UserInputError):
     """A config file or override that does not describe a valid search."""
+
+
+class SearchFailed(Exception):
+    """A search that cannot go on; what was committed is kept and ``--resume`` continues it."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler, ``timeout``, Kubernetes, ``ray job stop``): handled as Ctrl-C."""

@@ -6,9 +6,18 @@ Every sampled architecture is admitted here before it is trained:
   (a row with cached = 1, not counted against the budget, not trained again);
 - ``wait``: an identical architecture is being trained right now; the result is reused once
   that one finishes;
-- ``drop``: the budget is spent, or the sample cap is reached; it is not kept.
+- ``drop``: the search is over (budget spent, sample cap reached, too many failures in a row,
+  interrupted); it is not kept.
 Tickets never exceed ``budget.children``, so the search stops at exactly the budget.
-Plain Python around the results store: the runtime wraps it in a Ray actor.
+
+Which results a repeat may reuse: an ``ok`` child always; a ``failed``, ``diverged`` or
+``timeout`` child only within the driver run that trained it (the same code fails the same way,
+but a resumed search may run fixed code); an ``oom`` child never (memory depends on what else
+shares the device), so a repeat of it is trained again.
+
+Plain Python around the results store: the runtime wraps it in a Ray actor. The store's
+``pending`` table mirrors which replica trains each admitted child, so a ledger rebuilt from
+the store (a resumed search, a recorder restarted) knows what is in flight.
 """
 
 from __future__ import annotations
@@ -18,13 +27,16 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from nasps.evaluators import ChildResult
 from nasps.spaces import Architecture
-from nasps.store import ResultsStore, RoundStats
+from nasps.store import PushRow, ResultsStore, RoundStats
 
 log = logging.getLogger(__name__)
+
+# Statuses that count towards budget.max_consecutive_failures.
+FAILURES = ("failed", "diverged", "timeout")
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,31 @@ class Outcome:
     error: Optional[str] = None
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """The recorder's answer to a replica: the outcomes of the children it committed and the
+    admissions of its new samples, with how many children all replicas have sampled (which
+    sets the depth of the replica's next samples)."""
+
+    admissions: tuple[Admission, ...]
+    samples: int
+    outcomes: tuple[Outcome, ...] = ()
+
+
+@dataclass(frozen=True)
+class PushReport:
+    """One controller update as its replica reports it once the shards have answered: the rows
+    of its pushes, the children whose rewards made it, and the controller's view of it."""
+
+    replica: int
+    seq: int
+    child_ids: tuple[int, ...]
+    staleness: int  # the largest over the shards
+    pushes: tuple[PushRow, ...]
+    stats: RoundStats
+    controller: Optional[dict] = None  # the replica's controller state after the update
+
+
 @dataclass
 class Progress:
     trained: int = 0
@@ -52,31 +89,51 @@ class Progress:
     samples: int = 0
     best_reward: Optional[float] = None
     by_status: dict[str, int] = field(default_factory=dict)
-    stop_reason: Optional[str] = None
+    stop_reason: Optional[str] = None  # budget | sample_cap | failures | store | interrupted
     updates: int = 0  # controller updates committed (pushes of all replicas)
-    started_at: float = field(default_factory=time.time)
+    started_at: float = field(default_factory=time.time)  # of this ledger (a rebuilt one starts anew)
+    failures_in_a_row: int = 0  # trained or cached children that ended failed, diverged or timeout
+    last_error: Optional[str] = None  # of the last of them
 
 
 class Ledger:
-    def __init__(self, store: ResultsStore, budget_children: int, sample_cap: int):
+    def __init__(self, store: ResultsStore, budget_children: int, sample_cap: int, *,
+                 max_consecutive_failures: Optional[int] = None, run_started_at: Optional[float] = None,
+                 pending_in_flight: bool = False):
+        """``run_started_at``: failures committed since then are reused by repeats (None: all).
+        ``pending_in_flight``: the store's pending children are still being trained by the
+        replicas it names (the recorder was restarted mid-run); otherwise (a new driver run)
+        they were in flight when the search stopped and are to be trained again, once."""
         self.store = store
         self.budget = budget_children
         self.sample_cap = sample_cap
-        self.progress = Progress()
-        self._finished: dict[str, Outcome] = {}  # arch hash -> first finished child
+        self.max_failures = None  # set below: rows already stored never stop a search by themselves
+        self.progress = Progress(updates=store.count_updates())
+        self._reusable: dict[str, Outcome] = {}  # arch hash -> the result a repeat reuses
+        self._trained: dict[str, Outcome] = {}  # arch hash -> its last trained child
         self._in_flight: Counter[str] = Counter()  # arch hash -> children being trained
         self._running: dict[Optional[int], list[Architecture]] = {}  # replica -> admitted to run
         self._statuses: Counter[str] = Counter()
         rows = store.children()
         for row in rows:
-            self._note(row.arch_hash, Outcome(row.id, row.status, row.reward, row.cached, row.error))
-        # A resumed search: children admitted before the stop that never finished keep their
-        # tickets and are trained again, once (``recovered``).
-        self.recovered = [Architecture(space, text, depth) for space, text, depth in store.pending()]
-        for arch in self.recovered:
+            since = run_started_at is None or (row.finished_at or 0.0) >= run_started_at
+            self._note(row.arch_hash, Outcome(row.id, row.status, row.reward, row.cached, row.error),
+                       reusable_failure=since)
+        self.progress.failures_in_a_row, self.progress.last_error = 0, None  # a streak is per driver run
+        self.max_failures = max_consecutive_failures
+        self.recovered: list[Architecture] = []  # admitted, not finished, and nobody trains them
+        pending = store.pending()
+        for child in pending:
+            arch = Architecture(child.space, child.arch_json, child.depth)
             self._in_flight[arch.hash] += 1
             self.progress.in_flight += 1
-        self.progress.samples = len(rows) + len(self.recovered)
+            if pending_in_flight and child.replica is not None:
+                self._running.setdefault(child.replica, []).append(arch)
+            else:
+                self.recovered.append(arch)
+        if not pending_in_flight:
+            store.set_pending_replica([a.hash for a in self.recovered], None)
+        self.progress.samples = len(rows) + len(pending)
 
     @property
     def tickets_left(self) -> int:
@@ -85,9 +142,9 @@ class Ledger:
     def admit(self, archs: list[Architecture], replica: Optional[int] = None) -> list[Admission]:
         """Decide, for each sampled architecture in order, what becomes of it. Those admitted to
         run are written down as pending, so a resumed search knows what was in flight."""
-        decisions = self._admit([a.hash for a in archs])
+        decisions = [self._admit(a.hash) for a in archs]
         running = [a for a, d in zip(archs, decisions) if d.kind == "run"]
-        self.store.add_pending([(a.space, a.json_text, a.hash, a.depth) for a in running])
+        self.store.add_pending([(a.space, a.json_text, a.hash, a.depth) for a in running], replica)
         self._running.setdefault(replica, []).extend(running)
         return decisions
 
@@ -95,6 +152,7 @@ class Ledger:
         """Up to m recovered children, now ``replica``'s to train."""
         recovered = [a for a in self.recovered if self._in_flight[a.hash] > 0]
         taken, self.recovered = recovered[:m], recovered[m:]
+        self.store.set_pending_replica([a.hash for a in taken], replica)
         self._running.setdefault(replica, []).extend(taken)
         return taken
 
@@ -102,59 +160,56 @@ class Ledger:
         """The children a replica that died had admitted and not finished: they keep their
         tickets and go back to be trained again (``recovered``)."""
         lost = [a for a in self._running.pop(replica, []) if self._in_flight[a.hash] > 0]
+        self.store.set_pending_replica([a.hash for a in lost], None)
         self.recovered.extend(lost)
         return lost
 
-    def _admit(self, hashes: list[str]) -> list[Admission]:
-        decisions = []
-        for arch_hash in hashes:
-            if self.progress.stop_reason in ("interrupted", "budget"):
-                decisions.append(Admission("drop"))  # the search is over: not even cached rows
-                continue
-            if self.progress.samples >= self.sample_cap:
-                if self.progress.stop_reason is None:
-                    self.progress.stop_reason = "sample_cap"
-                    log.warning("stopping: %d architectures sampled (budget.max_samples) with %d of %d "
-                                "children trained; the policy keeps proposing architectures it has "
-                                "already seen", self.progress.samples, self.progress.trained, self.budget)
-                decisions.append(Admission("drop"))
-                continue
-            if arch_hash in self._finished:
-                self.progress.samples += 1
-                decisions.append(Admission("cached", self._finished[arch_hash]))
-            elif self._in_flight[arch_hash]:
-                self.progress.samples += 1
-                decisions.append(Admission("wait"))
-            elif self.tickets_left > 0:
-                self.progress.samples += 1
-                self._in_flight[arch_hash] += 1
-                self.progress.in_flight += 1
-                decisions.append(Admission("run"))
-            else:
-                decisions.append(Admission("drop"))
-        return decisions
+    def _admit(self, arch_hash: str) -> Admission:
+        p = self.progress
+        if p.stop_reason in ("interrupted", "budget", "failures", "store"):
+            return Admission("drop")  # the search is over: not even cached rows
+        if p.samples >= self.sample_cap:
+            if p.stop_reason is None:
+                p.stop_reason = "sample_cap"
+                log.warning("stopping: %d architectures sampled (budget.max_samples) with %d of %d children "
+                            "trained; the policy keeps proposing architectures it has already seen",
+                            p.samples, p.trained, self.budget)
+            return Admission("drop")
+        if arch_hash in self._reusable:
+            p.samples += 1
+            return Admission("cached", self._reusable[arch_hash])
+        if self._in_flight[arch_hash]:
+            p.samples += 1
+            return Admission("wait")
+        if self.tickets_left > 0:
+            p.samples += 1
+            self._in_flight[arch_hash] += 1
+            p.in_flight += 1
+            return Admission("run")
+        return Admission("drop")
 
     def record(self, arch: Architecture, result: ChildResult, replica: Optional[int],
                controller_version: Optional[int]) -> Outcome:
         """Commit a trained child (one that was admitted as ``run``)."""
-        return self.record_all([(arch, result)], replica, controller_version)[0]
+        return self.record_all([(arch, result, controller_version)], replica)[0]
 
-    def record_all(self, children: list[tuple[Architecture, ChildResult]], replica: Optional[int],
-                   controller_version: Optional[int]) -> list[Outcome]:
-        """Commit trained children in one transaction. The ledger's own counts change only once
-        it has committed: if any row fails, none is stored and every child is still in flight.
-        A second result for a child already committed (its replica was replaced while training
-        it, and both finished) is not committed again: the first stands."""
+    def record_all(self, children: Sequence[tuple[Architecture, ChildResult, Optional[int]]],
+                   replica: Optional[int]) -> list[Outcome]:
+        """Commit trained children, each with the policy version it was sampled from, in one
+        transaction. The ledger's own counts change only once it has committed: if any row
+        fails, none is stored and every child is still in flight. A second result for a child
+        already committed (a retried commit, or its replica was replaced while training it and
+        both finished) is not committed again: the first stands."""
         outcomes: list[Optional[Outcome]] = [None] * len(children)
         written = []  # (index, arch, outcome) of the rows this transaction writes
         with self.store.batch():
-            for k, (arch, result) in enumerate(children):
+            for k, (arch, result, controller_version) in enumerate(children):
                 if self._in_flight[arch.hash] <= 0:
-                    first = self._finished.get(arch.hash)
+                    first = self._trained.get(arch.hash)
                     if first is None:
                         raise RuntimeError(f"child {arch.hash} was not admitted to run")
-                    log.warning("child %s finished twice (its replica was replaced while training it); "
-                                "the first result stands", arch.hash)
+                    log.info("a second result for child %s (a retried commit, or its replica was replaced "
+                             "while training it): the first stands", arch.hash)
                     outcomes[k] = first
                     continue
                 row_id = self.store.add_child(
@@ -169,35 +224,29 @@ class Ledger:
                 self.recovered.remove(arch)
             self._in_flight[arch.hash] -= 1
             self.progress.in_flight -= 1
-            running = self._running.get(replica, [])
-            if arch in running:
-                running.remove(arch)
+            for running in self._running.values():
+                if arch in running:
+                    running.remove(arch)
+                    break
             self._note(arch.hash, outcome)
             outcomes[k] = outcome
         return outcomes
 
-    def release(self, arch: Architecture) -> None:
-        """Give back the ticket of a child that was admitted but will not finish."""
-        if self._in_flight[arch.hash] > 0:
-            self._in_flight[arch.hash] -= 1
-            self.progress.in_flight -= 1
-            self.store.remove_pending(arch.hash)
-
-    def record_push(self, child_ids: list[int], staleness: int, rows: list[tuple],
-                    stats: Optional[RoundStats]) -> None:
-        """Commit one controller update: its shard pushes, the staleness of the children that fed
-        it, and the controller's view of the round."""
-        self.store.add_pushes(rows)
-        self.store.set_staleness(child_ids, staleness)
-        self.progress.updates += 1
-        if stats is not None:
-            self.store.add_round(stats, staleness)
+    def record_push(self, report: PushReport) -> None:
+        """Commit one controller update: its shard pushes, the children that fed it, and the
+        controller's view of it. A report made twice (a retried call) is counted once."""
+        self.store.add_pushes(report.pushes)
+        self.store.set_update(report.child_ids, report.seq, report.staleness)
+        if self.store.add_round(report.stats, report.staleness):
+            self.progress.updates += 1
 
     def close(self) -> None:
         self.store.close()
 
     def finished(self, arch_hash: str) -> Optional[Outcome]:
-        return self._finished.get(arch_hash)
+        """The result a repeat of this architecture reuses, if there is one yet."""
+        return self._reusable.get(arch_hash) or (None if self._in_flight[arch_hash] else
+                                                 self._trained.get(arch_hash))
 
     def in_flight(self, arch_hash: str) -> bool:
         return self._in_flight[arch_hash] > 0
@@ -205,7 +254,7 @@ class Ledger:
     def record_cached(self, arch: Architecture, replica: Optional[int],
                       controller_version: Optional[int]) -> Outcome:
         """Commit a child that reuses the finished result of an identical architecture."""
-        origin = self._finished[arch.hash]
+        origin = self.finished(arch.hash)
         now = time.time()
         metrics: Mapping[str, Any] = {}
         row_id = self.store.add_child(
@@ -227,16 +276,28 @@ class Ledger:
             return False
         return self.progress.stop_reason is not None or self.progress.trained >= self.budget
 
-    def _note(self, arch_hash: str, outcome: Outcome) -> None:
+    def _note(self, arch_hash: str, outcome: Outcome, reusable_failure: bool = True) -> None:
+        p = self.progress
         if outcome.cached:
-            self.progress.cached += 1
+            p.cached += 1
         else:
-            self.progress.trained += 1
-            self._finished.setdefault(arch_hash, outcome)
+            p.trained += 1
+            self._trained[arch_hash] = outcome
+            if outcome.status == "ok" or (outcome.status in FAILURES and reusable_failure):
+                self._reusable.setdefault(arch_hash, outcome)
         self._statuses[outcome.status] += 1
-        self.progress.by_status = dict(self._statuses)
+        p.by_status = dict(self._statuses)
         if outcome.reward is not None and math.isfinite(outcome.reward):
-            best = self.progress.best_reward
-            self.progress.best_reward = outcome.reward if best is None else max(best, outcome.reward)
-        if self.progress.trained >= self.budget and self.progress.stop_reason is None:
-            self.progress.stop_reason = "budget"
+            p.best_reward = outcome.reward if p.best_reward is None else max(p.best_reward, outcome.reward)
+        if outcome.status == "ok":
+            p.failures_in_a_row = 0
+        elif outcome.status in FAILURES:
+            p.failures_in_a_row += 1
+            p.last_error = outcome.error
+            if self.max_failures is not None and p.failures_in_a_row >= self.max_failures \
+                    and p.stop_reason is None:
+                p.stop_reason = "failures"
+                log.warning("stopping: %d children in a row ended failed, diverged or timeout "
+                            "(budget.max_consecutive_failures); the last: %s", p.failures_in_a_row, p.last_error)
+        if p.trained >= self.budget and p.stop_reason is None:
+            p.stop_reason = "budget"

@@ -15,7 +15,7 @@ from typing import Optional
 from nasps.errors import UserInputError
 from nasps.plots import TOP_KS, RunData, label_of, write_plots
 from nasps.spaces import describe
-from nasps.store import STORE_NAME, ChildRow, ResultsStore, ranked_children
+from nasps.store import STORE_NAME, ChildRow, PushRow, ResultsStore, ranked_children
 
 REPORT_DIR = "report"
 
@@ -43,7 +43,7 @@ class StoredRun:
 
     run_dir: Path
     rows: list[ChildRow]
-    pushes: list[tuple]
+    pushes: list[PushRow]
     rounds: list[tuple]
     strategy: Optional[str]
     lost_updates: int = 0
@@ -70,7 +70,7 @@ def summarize(run_dir: str | Path | StoredRun, top: int = 10) -> RunReport:
     ends = [r.finished_at for r in trained if r.finished_at is not None]
     wall = (max(ends) - min(starts)) if starts and ends else 0.0
     ranked = ranked_children(rows)
-    staleness = [p[5] for p in pushes if p[6]]
+    staleness = [p.staleness for p in pushes if p.applied]
     top_means = {k: statistics.fmean(r.reward for r in ranked[:k]) if len(ranked) >= k else None
                  for k in TOP_KS}
     return RunReport(

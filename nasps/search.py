@@ -13,11 +13,12 @@ from nasps.board import open_board
 from nasps.config import Config
 from nasps.controller import Controller
 from nasps.evaluators import build_evaluator, run_child
-from nasps.ledger import Ledger, Progress
+from nasps.ledger import Ledger, Progress, PushReport
 from nasps.parameter_server import AdamSettings, ParameterShard
 from nasps.policies import build_policy
 from nasps.rundir import open_new_store
 from nasps.spaces import build_space
+from nasps.store import PushRow
 
 
 def adam_settings(config: Config) -> AdamSettings:
@@ -32,7 +33,8 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
     policy = build_policy(config.strategy, space.decisions())
     evaluator = build_evaluator(config.evaluator)
     store = open_new_store(run_dir, config)
-    ledger = Ledger(store, config.budget.children, config.budget.sample_cap)
+    ledger = Ledger(store, config.budget.children, config.budget.sample_cap,
+                    max_consecutive_failures=config.budget.max_consecutive_failures)
     board = open_board(run_dir, config)
     shard = ParameterShard(0, policy.initial_params(config.seed), adam_settings(config))
     controller = Controller(0, space, policy, config.strategy,
@@ -55,9 +57,10 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
             if gradient is not None:
                 seq = controller.next_seq()
                 receipt = shard.push("0", seq, gradient, version)
-                ledger.record_push([x.child_id for x in scored], receipt.staleness,
-                                   [(0, seq, 0, version, receipt.version, receipt.staleness, receipt.applied)],
-                                   controller.round_stats(seq, batch, scored, archs[0].depth))
+                push = PushRow(0, seq, 0, version, receipt.version, receipt.staleness, receipt.applied)
+                ledger.record_push(PushReport(0, seq, tuple(x.child_id for x in scored), receipt.staleness,
+                                              (push,), controller.round_stats(seq, batch.entropies, scored,
+                                                                              archs[0].depth)))
             if board is not None:
                 board.follow()
         return ledger.progress, shard

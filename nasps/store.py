@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS children (
     started_at         REAL,
     finished_at        REAL,
     duration_s         REAL,
-    depth              INTEGER               -- layers in force when sampled (depth curriculum)
+    depth              INTEGER,              -- layers in force when sampled (depth curriculum)
+    update_seq         INTEGER               -- the sampling replica's update (pushes.seq) it fed; NULL if none
 );
 CREATE INDEX IF NOT EXISTS children_by_hash ON children(arch_hash);
 CREATE TABLE IF NOT EXISTS pushes (
@@ -70,7 +71,8 @@ CREATE TABLE IF NOT EXISTS pending (      -- admitted to train, not finished: re
     arch        TEXT NOT NULL,
     arch_hash   TEXT NOT NULL,
     depth       INTEGER,
-    admitted_at REAL NOT NULL
+    admitted_at REAL NOT NULL,
+    replica     INTEGER                  -- the replica training it; NULL: to be trained again
 );
 CREATE TABLE IF NOT EXISTS rounds (
     replica     INTEGER NOT NULL,
@@ -85,6 +87,15 @@ CREATE TABLE IF NOT EXISTS rounds (
     PRIMARY KEY (replica, seq)
 );
 """
+
+
+# Columns a store made by an earlier nasps may lack: added (empty) when it is opened to write.
+ADDED_COLUMNS = {"children": [("update_seq", "INTEGER")],
+                 "pushes": [("epoch", "INTEGER NOT NULL DEFAULT 0")],
+                 "pending": [("replica", "INTEGER")]}
+
+CHILD_COLUMNS = ("id, arch, arch_hash, reward, status, cached, metrics, error, replica, controller_version,"
+                 " staleness, worker, started_at, finished_at, duration_s, depth, update_seq")
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,21 @@ class ChildRow:
     finished_at: Optional[float]
     duration_s: Optional[float]
     depth: Optional[int] = None
+    update_seq: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class PushRow:
+    """One gradient push to one shard, as the shard answered it."""
+
+    replica: int
+    seq: int  # the replica's update: one seq, one row per shard
+    shard: int
+    version_pulled: int  # the shard's version the gradient was computed from
+    version: int  # the shard's version after this push
+    staleness: int
+    applied: bool  # False: a retried call the shard had applied already
+    epoch: int = 0  # the shard's restores before this push
 
 
 @dataclass(frozen=True)
@@ -118,6 +144,16 @@ class RoundStats:
     mean_reward: Optional[float]
     scored: int
     depth: Optional[int]
+
+
+@dataclass(frozen=True)
+class PendingChild:
+    """A child admitted to train that has not finished."""
+
+    space: str
+    arch_json: str
+    depth: Optional[int]
+    replica: Optional[int]  # the replica training it; None: it is to be trained again
 
 
 def ranked_children(rows: Sequence[ChildRow]) -> list[ChildRow]:
@@ -147,6 +183,8 @@ class ResultsStore:
             if create:
                 self._db.executescript(SCHEMA)
             self._check_schema()
+            if not readonly:
+                self._add_missing_columns()
         except (sqlite3.DatabaseError, UserInputError) as exc:
             if self._db is not None:
                 self._db.close()
@@ -160,6 +198,13 @@ class ResultsStore:
         if missing:
             raise UserInputError(f"{self.path}: not a nasps results store "
                                  f"(missing tables: {', '.join(sorted(missing))})")
+
+    def _add_missing_columns(self) -> None:
+        for table, columns in ADDED_COLUMNS.items():
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns:
+                if have and name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -190,41 +235,50 @@ class ResultsStore:
                  started_at, finished_at, duration, depth))
         return int(cursor.lastrowid)
 
-    def add_pending(self, rows: Sequence[tuple[str, str, str, Optional[int]]]) -> None:
-        """Children admitted to train: rows of (space, arch JSON, arch hash, depth)."""
+    def add_pending(self, rows: Sequence[tuple[str, str, str, Optional[int]]], replica: Optional[int]) -> None:
+        """Children admitted to train by ``replica``: rows of (space, arch JSON, arch hash, depth)."""
         if not rows:
             return
         now = time.time()
         with self._transaction():
-            self._db.executemany("INSERT INTO pending(space, arch, arch_hash, depth, admitted_at)"
-                                 " VALUES (?, ?, ?, ?, ?)", [(*row, now) for row in rows])
+            self._db.executemany("INSERT INTO pending(space, arch, arch_hash, depth, admitted_at, replica)"
+                                 " VALUES (?, ?, ?, ?, ?, ?)", [(*row, now, replica) for row in rows])
+
+    def set_pending_replica(self, arch_hashes: Sequence[str], replica: Optional[int]) -> None:
+        """Pending children change hands: taken by ``replica``, or (None) left to train again."""
+        with self._transaction():
+            self._db.executemany("UPDATE pending SET replica = ? WHERE arch_hash = ?",
+                                 [(replica, h) for h in arch_hashes])
 
     def remove_pending(self, arch_hash: str) -> None:
         with self._transaction():
             self._db.execute("DELETE FROM pending WHERE id = (SELECT MIN(id) FROM pending"
                              " WHERE arch_hash = ?)", (arch_hash,))
 
-    def pending(self) -> list[tuple[str, str, Optional[int]]]:
-        """Children admitted but never finished (in flight when a search stopped): (space, arch
-        JSON, depth), in order of admission."""
+    def pending(self) -> list[PendingChild]:
+        """Children admitted but not finished (in flight, or in flight when a search stopped), in
+        order of admission."""
         try:
-            return self._fetch("SELECT space, arch, depth FROM pending ORDER BY id")
+            rows = self._fetch("SELECT space, arch, depth, replica FROM pending ORDER BY id")
+            return [PendingChild(*r) for r in rows]
         except sqlite3.OperationalError:  # a store from before the table existed
             return []
 
-    def set_staleness(self, child_ids: Sequence[int], staleness: int) -> None:
+    def set_update(self, child_ids: Sequence[int], seq: int, staleness: int) -> None:
+        """The children that fed the update ``seq`` of their replica, and its staleness."""
         with self._transaction():
-            self._db.executemany("UPDATE children SET staleness = ? WHERE id = ?",
-                                 [(staleness, i) for i in child_ids])
+            self._db.executemany("UPDATE children SET update_seq = ?, staleness = ? WHERE id = ?",
+                                 [(seq, staleness, i) for i in child_ids])
 
-    def add_pushes(self, rows: Iterable[tuple[int, int, int, int, int, int, bool, int]]) -> None:
-        """Rows of (replica, seq, shard, version_pulled, version, staleness, applied, epoch)."""
+    def add_pushes(self, rows: Iterable[PushRow]) -> None:
+        """A push reported twice (a retried report) keeps its first rows."""
         now = time.time()
         with self._transaction():
             self._db.executemany(
-                "INSERT OR REPLACE INTO pushes(replica, seq, shard, version_pulled, version,"
+                "INSERT OR IGNORE INTO pushes(replica, seq, shard, version_pulled, version,"
                 " staleness, applied, pushed_at, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(*row[:6], int(row[6]), now, row[7] if len(row) > 7 else 0) for row in rows])
+                [(r.replica, r.seq, r.shard, r.version_pulled, r.version, r.staleness, int(r.applied), now,
+                  r.epoch) for r in rows])
 
     def add_restore(self, shard: int, version: int, cause: str) -> tuple[int, int]:
         """Record a shard restored to ``version``; returns its new epoch and the updates lost (those
@@ -248,13 +302,15 @@ class ResultsStore:
         except sqlite3.OperationalError:  # a store from before restores existed
             return 0
 
-    def add_round(self, stats: "RoundStats", staleness: int) -> None:
+    def add_round(self, stats: "RoundStats", staleness: int) -> bool:
+        """One controller update; False when it was recorded already (a retried report)."""
         with self._transaction():
-            self._db.execute(
-                "INSERT OR REPLACE INTO rounds(replica, seq, baseline, entropy, mean_reward, scored,"
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO rounds(replica, seq, baseline, entropy, mean_reward, scored,"
                 " depth, staleness, pushed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (stats.replica, stats.seq, stats.baseline, stats.entropy, stats.mean_reward,
                  stats.scored, stats.depth, staleness, time.time()))
+        return cursor.rowcount == 1
 
     def _transaction(self):
         return _Transaction(self)
@@ -280,7 +336,15 @@ class ResultsStore:
 
     def children(self, order: str = "id") -> list[ChildRow]:
         orders = {"id": "id", "reward": "reward IS NULL, reward DESC, id"}
-        return [_row(r) for r in self._fetch(f"SELECT * FROM children ORDER BY {orders[order]}")]
+        return self._children(f"ORDER BY {orders[order]}")
+
+    def _children(self, clause: str, args: Sequence[Any] = ()) -> list[ChildRow]:
+        try:
+            rows = self._fetch(f"SELECT {CHILD_COLUMNS} FROM children {clause}", args)
+        except sqlite3.OperationalError:  # read only, from before update_seq existed
+            rows = [(*r, None) for r in self._fetch(
+                f"SELECT {CHILD_COLUMNS.rsplit(',', 1)[0]} FROM children {clause}", args)]
+        return [_row(r) for r in rows]
 
     def count(self, where: str = "1", args: Sequence[Any] = ()) -> int:
         return int(self._fetch(f"SELECT COUNT(*) FROM children WHERE {where}", args)[0][0])
@@ -293,10 +357,17 @@ class ResultsStore:
         except sqlite3.OperationalError:  # a store from before the table existed
             return []
 
+    def count_updates(self) -> int:
+        """Controller updates recorded (one row each in ``rounds``)."""
+        try:
+            return int(self._fetch("SELECT COUNT(*) FROM rounds")[0][0])
+        except sqlite3.OperationalError:
+            return 0
+
     # The board follows the store with these: rows committed after the last it wrote.
 
     def children_since(self, last_id: int) -> list[ChildRow]:
-        return [_row(r) for r in self._fetch("SELECT * FROM children WHERE id > ? ORDER BY id", (last_id,))]
+        return self._children("WHERE id > ? ORDER BY id", (last_id,))
 
     def rounds_since(self, last_rowid: int) -> list[tuple[int, "RoundStats", int, float]]:
         """(rowid, stats, staleness, pushed_at) of each update, in the order they were committed."""
@@ -327,9 +398,18 @@ class ResultsStore:
         except sqlite3.OperationalError:
             return 0
 
-    def pushes(self) -> list[tuple]:
-        return self._fetch("SELECT replica, seq, shard, version_pulled, version, staleness, applied, epoch"
-                           " FROM pushes ORDER BY pushed_at, replica, seq, shard")
+    def pushes(self) -> list[PushRow]:
+        try:
+            rows = self._fetch("SELECT replica, seq, shard, version_pulled, version, staleness, applied, epoch"
+                               " FROM pushes ORDER BY pushed_at, replica, seq, shard")
+        except sqlite3.OperationalError:  # read only, from before the epoch column
+            rows = [(*r, 0) for r in self._fetch("SELECT replica, seq, shard, version_pulled, version, staleness,"
+                                                 " applied FROM pushes ORDER BY pushed_at, replica, seq, shard")]
+        return [PushRow(*r[:6], bool(r[6]), r[7]) for r in rows]
+
+    def last_seq(self, replica: int) -> int:
+        """The last update a replica's pushes were recorded for (0 if none)."""
+        return int(self._fetch("SELECT COALESCE(MAX(seq), 0) FROM pushes WHERE replica = ?", (replica,))[0][0])
 
 
 class _Transaction:
@@ -347,13 +427,18 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb):
         self.store._depth -= 1
         if self.store._depth == 0:
-            self.store._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            try:
+                if exc_type is None:
+                    self.store._db.execute("COMMIT")
+            finally:
+                if self.store._db.in_transaction:  # the commit failed, or something inside did
+                    self.store._db.execute("ROLLBACK")
         return False
 
 
 def _row(r: tuple) -> ChildRow:
-    (id_, arch, arch_hash, reward, status, cached, _cached_from, metrics, error, replica,
-     controller_version, staleness, worker, started_at, finished_at, duration_s, depth) = r
+    (id_, arch, arch_hash, reward, status, cached, metrics, error, replica, controller_version, staleness,
+     worker, started_at, finished_at, duration_s, depth, update_seq) = r
     return ChildRow(id_, json.loads(arch), arch_hash, reward, status, bool(cached), json.loads(metrics),
                     error, replica, controller_version, staleness, worker, started_at, finished_at,
-                    duration_s, depth)
+                    duration_s, depth, update_seq)

@@ -69,7 +69,11 @@ def kill_session(sid: int, timeout_s: float = 15.0) -> None:
 
 def start_node(args: list[str], log: Path, head: bool) -> subprocess.Popen:
     """`ray start --block ARGS` in a session of its own, with ports of its own."""
-    ports = [f"--{name}={free_port()}" for name in (HEAD_PORTS if head else NODE_PORTS)]
+    names = HEAD_PORTS if head else NODE_PORTS
+    numbers: set[int] = set()
+    while len(numbers) < len(names):  # the OS may hand the same free port out twice
+        numbers.add(free_port())
+    ports = [f"--{name}={number}" for name, number in zip(names, sorted(numbers))]
     with log.open("w") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen([RAY, "start", *args, *COMMON, *ports], env=node_env(), stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)

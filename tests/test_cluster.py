@@ -136,13 +136,13 @@ def test_losing_a_worker_node_mid_search_loses_no_child(two_nodes, tmp_path):
     rows = _children(run_dir)
     result = audit(run_dir)
     assert result["trained"] == BUDGET and result["trained_twice"] == 0, result
-    # None lost, none rewritten; only `staleness` may be filled in after the kill (it arrives
-    # with the push report of the gradient the child fed, one round later).
+    # None lost, none rewritten; only the update a child fed and its staleness may be filled in
+    # after the kill (they arrive with the report of that update).
     for i, row in before.items():
         assert i in rows, f"row {i} lost"
         after = dict(rows[i])
-        if row["staleness"] is None:
-            after["staleness"] = None
+        if row["update_seq"] is None:
+            after["staleness"] = after["update_seq"] = None
         assert after == row, (row, rows[i])
     failed = [(r["id"], r["worker"], r["error"]) for r in rows.values() if r["status"] != "ok"]
     assert result["statuses"] == {"ok": BUDGET}, (failed, log[-5000:])

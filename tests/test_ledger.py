@@ -74,10 +74,92 @@ def test_failures_count_against_the_budget(ledger):
     assert (row.status, row.error, row.duration_s) == ("failed", "ValueError: boom", 1.0)
 
 
-def test_released_ticket_returns_to_the_budget(ledger):
+def failed(message: str = "ValueError: boom", status: str = "failed", at: float = 2.0) -> ChildResult:
+    return ChildResult(status, None, {}, message, "w", at - 1.0, at)
+
+
+def test_failures_are_reused_within_a_driver_run_and_oom_is_trained_again(tmp_path):
+    store = open_new_store(tmp_path / "run", toy_config())
+    ledger = Ledger(store, 10, 100, run_started_at=100.0)
     ledger.admit([arch(0), arch(1), arch(2)])
-    ledger.release(arch(2))
-    assert ledger.tickets_left == 1 and not ledger.in_flight(arch(2).hash)
+    ledger.record(arch(0), failed(at=101.0), 0, 0)
+    ledger.record(arch(1), failed("CUDA out of memory", "oom", at=101.0), 0, 0)
+    ledger.record(arch(2), failed("reward is nan", "diverged", at=101.0), 0, 0)
+    assert kinds(ledger.admit([arch(0), arch(1), arch(2)])) == ["cached", "run", "cached"]
+    ledger.record(arch(1), ok(0.5), 0, 0)  # the oom child again, now with the memory it lacked
+    assert kinds(ledger.admit([arch(1)])) == ["cached"]
+    assert ledger.finished(arch(1).hash).status == "ok"
+    store.close()
+    # A later driver run (a resume, perhaps with the evaluator fixed) trains earlier failures again.
+    again = Ledger(ResultsStore(tmp_path / "run" / "results.sqlite"), 10, 100, run_started_at=200.0)
+    assert kinds(again.admit([arch(0), arch(1), arch(2)])) == ["run", "cached", "run"]
+    again.close()
+
+
+def test_too_many_failures_in_a_row_stop_the_search(tmp_path):
+    store = open_new_store(tmp_path / "run", toy_config())
+    ledger = Ledger(store, 20, 100, max_consecutive_failures=3)
+    ledger.admit([arch(i) for i in range(6)])
+    ledger.record(arch(0), failed("ValueError: one"), 0, 0)
+    ledger.record(arch(1), failed("ValueError: two"), 0, 0)
+    ledger.record(arch(2), ok(0.5), 0, 0)  # an ok child ends the streak
+    ledger.record(arch(3), failed("ValueError: three"), 0, 0)
+    ledger.record(arch(4), failed("out of memory", "oom"), 0, 0)  # neither counts nor ends it
+    ledger.record_cached(arch(3), 0, 0)  # a repeat of a failure fails too
+    assert ledger.progress.stop_reason is None and ledger.progress.failures_in_a_row == 2
+    ledger.record(arch(5), failed("TimeoutError: four", "timeout"), 0, 0)
+    p = ledger.progress
+    assert (p.stop_reason, p.failures_in_a_row, p.last_error) == ("failures", 3, "TimeoutError: four")
+    assert kinds(ledger.admit([arch(6), arch(2)])) == ["drop", "drop"]
+    store.close()
+    # The streak belongs to a driver run: a resumed search starts it again, and goes on.
+    again = Ledger(ResultsStore(tmp_path / "run" / "results.sqlite"), 20, 100, max_consecutive_failures=3)
+    assert again.progress.stop_reason is None and again.progress.failures_in_a_row == 0
+    assert kinds(again.admit([arch(6)])) == ["run"]
+    again.close()
+
+
+def test_a_rebuilt_ledger_knows_who_trains_what(tmp_path):
+    """The pending table names the replica training each child: a ledger rebuilt mid-run (the
+    recorder restarted) leaves them with their replicas until one dies; a ledger of a new
+    driver run (a resume) has every one of them trained again."""
+    store = open_new_store(tmp_path / "run", toy_config())
+    ledger = Ledger(store, 10, 100)
+    ledger.admit([arch(0), arch(1)], replica=0)
+    ledger.admit([arch(2)], replica=1)
+    ledger.record(arch(1), ok(0.5), 0, 0)
+    store.close()
+    path = tmp_path / "run" / "results.sqlite"
+    restarted = Ledger(ResultsStore(path), 10, 100, pending_in_flight=True)
+    assert restarted.recovered == [] and restarted.progress.in_flight == 2
+    assert restarted.tickets_left == 7 and kinds(restarted.admit([arch(0)])) == ["wait"]
+    assert restarted.reclaim(1) == [arch(2)] and restarted.take_recovered(4, 0) == [arch(2)]
+    assert restarted.record(arch(2), ok(0.25), 0, 0).reward == 0.25
+    restarted.close()
+    resumed = Ledger(ResultsStore(path), 10, 100)
+    assert resumed.recovered == [arch(0)] and resumed.progress.in_flight == 1
+    resumed.close()
+
+
+def test_a_second_result_of_a_child_keeps_the_first(ledger):
+    ledger.admit([arch(0)], replica=0)
+    first = ledger.record(arch(0), ok(0.3), 0, 0)
+    assert ledger.record(arch(0), ok(0.9), 0, 0) == first  # a commit sent again after a lost reply
+    assert ledger.store.count() == 1 and ledger.progress.trained == 1
+
+
+def test_an_update_reported_twice_is_counted_once(ledger):
+    from nasps.ledger import PushReport
+    from nasps.store import PushRow, RoundStats
+    ledger.admit([arch(0)], replica=0)
+    child = ledger.record(arch(0), ok(0.3), 0, 0)
+    report = PushReport(0, 1, (child.id,), 0, (PushRow(0, 1, 0, 0, 1, 0, True),),
+                        RoundStats(0, 1, 0.3, 1.2, 0.3, 1, None))
+    ledger.record_push(report)
+    ledger.record_push(report)
+    assert ledger.progress.updates == 1 and len(ledger.store.pushes()) == 1 and ledger.store.count_updates() == 1
+    row = ledger.store.children()[0]
+    assert (row.update_seq, row.staleness) == (1, 0)
 
 
 def test_rows_are_durable_and_the_ledger_rebuilds_from_them(tmp_path):
@@ -110,10 +192,10 @@ def test_a_commit_that_fails_stores_nothing_and_leaves_every_child_in_flight(led
     ledger.admit([arch(0), arch(1)], replica=0)
     unwritable = ChildResult("ok", 0.5, {"not json": {1, 2}}, None, "w", 1.0, 2.0)  # a set
     with pytest.raises(TypeError):
-        ledger.record_all([(arch(0), ok(0.3)), (arch(1), unwritable)], 0, 0)
+        ledger.record_all([(arch(0), ok(0.3), 0), (arch(1), unwritable, 0)], 0)
     assert ledger.store.count() == 0
     assert (ledger.progress.trained, ledger.progress.in_flight) == (0, 2)
     assert ledger.in_flight(arch(0).hash) and ledger.finished(arch(0).hash) is None
-    outcomes = ledger.record_all([(arch(0), ok(0.3)), (arch(1), ok(0.4))], 0, 0)
+    outcomes = ledger.record_all([(arch(0), ok(0.3), 0), (arch(1), ok(0.4), 0)], 0)
     assert [o.reward for o in outcomes] == [0.3, 0.4] and ledger.store.count() == 2
     assert (ledger.progress.trained, ledger.progress.in_flight) == (2, 0)

@@ -1,7 +1,8 @@
-"""Checkpoints and --resume: the driver killed mid-search (kill -9), then resumed: exactly the
-budget, nothing finished lost, nothing trained twice, in-flight children re-run once, and the
-policy's version equal to the updates that were not lost. Bad resumes are one line, exit 2,
-and change nothing on disk."""
+"""Checkpoints and --resume: the driver stopped mid-search by SIGTERM (as a job scheduler or
+`ray job stop` does; kill -9 is in tests/test_faults.py), then resumed: exactly the budget,
+nothing finished lost, nothing trained twice, in-flight children re-run once, and the policy's
+version equal to the updates that were not lost. Bad resumes are one line, exit 2, and change
+nothing on disk."""
 
 import hashlib
 import os
@@ -44,25 +45,30 @@ def one_line_error(done, needle):
 
 @pytest.fixture(scope="module")
 def killed_run(ray_session, tmp_path_factory):
-    """A search whose driver was killed with SIGKILL mid-way, after at least one checkpoint."""
+    """A search whose driver was stopped with SIGTERM mid-way, after at least one checkpoint:
+    like Ctrl-C, exit 143 with one line, not Ray's own handler's stack dump."""
     tmp = tmp_path_factory.mktemp("resume")
     config = tmp / "search.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
     run_dir = tmp / "run"
     env = dict(os.environ, NASPS_TOY_SLEEP="0.3")
+    stderr = tmp / "stderr"
     driver = subprocess.Popen(NASPS + ["search", "--config", str(config), "--run-dir", str(run_dir),
                                        "--address", ray_session], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=stderr.open("w"))
     deadline = time.time() + 120
     while time.time() < deadline:
         if (run_dir / "checkpoint.pt").exists() and (run_dir / "results.sqlite").exists() \
                 and len(trained_rows(run_dir)) >= 10:
             break
         time.sleep(0.1)
-    os.kill(driver.pid, signal.SIGKILL)
-    driver.wait()
-    assert len(trained_rows(run_dir)) < 30, "the search ended before it could be killed"
-    time.sleep(2)  # the cluster takes the dead driver's actors away
+    driver.send_signal(signal.SIGTERM)
+    driver.wait(timeout=60)
+    err = stderr.read_text()
+    assert driver.returncode == 143, err
+    assert "terminated (SIGTERM); finished children are kept" in err and "--resume" in err
+    assert "SIGTERM received" not in err and "Traceback" not in err
+    assert len(trained_rows(run_dir)) < 30, "the search ended before it could be stopped"
     return run_dir, env, ray_session
 
 

@@ -1,6 +1,5 @@
 """The Ray runtime on a real local Ray: shards, replicas, workers, recorder."""
 
-import os
 import sqlite3
 import time
 
@@ -8,13 +7,14 @@ import numpy as np
 import torch
 
 from nasps.controller import Controller
-from nasps.parameter_server import AdamSettings, ParameterShard, join_params, shard_bounds, split_params, to_wire
+from nasps.parameter_server import AdamSettings, ParameterShard, join_params, shard_bounds, split_params
 from nasps.policies import build_policy
 from nasps.runtime.driver import run_search
 from nasps.spaces import build_space
 from nasps.store import ResultsStore
 from tests.conftest import query, toy_config
 from tests.test_serial_search import best_probability
+from tests.toys import match_fraction
 
 
 def rows_of(run_dir):
@@ -27,14 +27,18 @@ def rows_of(run_dir):
 
 def test_distributed_search_stores_every_child_and_counts_pushes(ray_session, tmp_path):
     config = toy_config(cluster={"parameter_servers": 2, "replicas": 2, "children_per_replica": 2,
-                                 "cpus_per_child": 0.25},
-                        evaluator={"type": "python", "target": "tests.toys:match_fraction_slow"},
+                                 "cpus_per_child": 0.25,
+                                 "runtime_env": {"env_vars": {"NASPS_TOY_DIR": str(tmp_path)}}},
+                        evaluator={"type": "python", "target": "tests.toys:match_fraction_counted"},
                         budget={"children": 24})
     summary = run_search(config, tmp_path / "run")
     rows, pushes = rows_of(tmp_path / "run")
     trained = [r for r in rows if not r.cached]
     assert len(trained) == 24 == summary.progress.trained  # exactly the budget
     assert len({r.arch_hash for r in trained}) == 24  # a repeat is never trained twice
+    # The evaluator ran once per trained row: a repeat (a cached row) never reached a worker.
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert len(calls) == len(set(calls)) == 24 and len(rows) > 24
     assert all(r.status == "ok" and r.reward is not None for r in rows)
     assert {r.replica for r in rows} == {0, 1}
     # K*m long-lived workers, each training child after child (data stays resident in them).
@@ -42,10 +46,10 @@ def test_distributed_search_stores_every_child_and_counts_pushes(ray_session, tm
     assert 2 <= len(pids) <= 4 < len(trained)
     # Each shard's version is exactly the number of pushes it applied; nothing applied twice.
     for shard, version in enumerate(summary.shard_versions):
-        applied = [p for p in pushes if p[2] == shard and p[6]]
+        applied = [p for p in pushes if p.shard == shard and p.applied]
         assert version == len(applied) > 0
-        assert sorted(p[4] for p in applied) == list(range(1, version + 1))
-    assert all(p[5] == p[4] - 1 - p[3] for p in pushes)  # staleness = version before - pulled
+        assert sorted(p.version for p in applied) == list(range(1, version + 1))
+    assert all(p.staleness == p.version - 1 - p.version_pulled for p in pushes)  # version before - pulled
     fed = [r for r in rows if r.staleness is not None]
     assert fed and all(r.staleness >= 0 for r in fed)
     assert all(r.controller_version is not None for r in rows)
@@ -59,35 +63,6 @@ def test_retried_push_is_not_applied_twice_by_the_actor(ray_session):
     first = ray.get(shard.push.remote("7", 1, np.ones(4, np.float32), 0))
     retry, params, version = ray.get(shard.push_and_pull.remote("7", 1, np.ones(4, np.float32), 0))
     assert first.applied and not retry.applied and version == 1
-    np.testing.assert_allclose(params, np.full(4, -0.1), rtol=1e-6)
-
-
-def test_a_push_waits_for_the_commits_it_carries(ray_session, tmp_path):
-    """A replica passes the recorder's commits to the push as object refs: the gradient moves
-    the policy only once the rows of its rewards are durable."""
-    import ray
-
-    from nasps.runtime.actors import ParameterServerShard
-
-    @ray.remote(num_cpus=0)
-    def commit(flag: str) -> list:
-        deadline = time.time() + 60
-        while not os.path.exists(flag) and time.time() < deadline:
-            time.sleep(0.05)
-        return []
-
-    @ray.remote(num_cpus=0)
-    def version_of(shard) -> int:  # another caller: the driver's own calls queue behind the push
-        return ray.get(shard.pull.remote())[1]
-
-    shard = ParameterServerShard.options(num_cpus=0).remote(0, np.zeros(4, np.float32), AdamSettings(0.1))
-    flag = tmp_path / "committed"
-    pushed = shard.push_and_pull.remote("0", 1, to_wire(torch.ones(4)), 0, commit.remote(str(flag)))
-    time.sleep(1.0)
-    assert ray.get(version_of.remote(shard)) == 0  # the commit is not back: nothing applied
-    flag.touch()
-    receipt, params, version = ray.get(pushed)
-    assert receipt.applied and version == 1 == ray.get(version_of.remote(shard))
     np.testing.assert_allclose(params, np.full(4, -0.1), rtol=1e-6)
 
 
@@ -135,8 +110,8 @@ def test_a_replica_pushes_only_after_the_rows_of_its_rewards_are_committed(ray_s
 
 
 def test_a_replaced_replica_keeps_its_rows_but_its_commit_fails(ray_session, tmp_path):
-    """The push of a replica already replaced waits on a commit that fails: its late children
-    are kept, its gradient is never applied."""
+    """The commit of a replica already replaced fails once its rows are kept: it never learns
+    from children its successor trains again."""
     import pytest
     import ray
 
@@ -149,32 +124,12 @@ def test_a_replaced_replica_keeps_its_rows_but_its_commit_fails(ray_session, tmp
     open_new_store(tmp_path / "run", config).close()
     recorder = Recorder.options(num_cpus=0).remote(str(tmp_path / "run" / "results.sqlite"), 4, 100)
     arch = Architecture.from_value("categorical", {"a": 1})
-    ray.get(recorder.admit.remote([arch], None, 0, 0))
+    ray.get(recorder.admit.remote([arch], 0, 0))
     ray.get(recorder.replica_lost.remote(0))  # replica 0 is replaced while it trains the child
     now = time.time()
     with pytest.raises(ray.exceptions.RayTaskError, match="StaleReplicaError"):
-        ray.get(recorder.record.remote([(arch, ChildResult("ok", 0.5, {}, None, "w", now, now))], 0, 0, 0))
+        ray.get(recorder.record.remote([(arch, ChildResult("ok", 0.5, {}, None, "w", now, now), 0)], 0, 0))
     assert query(tmp_path / "run", "SELECT reward FROM children") == [(0.5,)]
-
-
-def test_only_children_admitted_to_run_are_trained(ray_session, tmp_path):
-    """Replicas send children to their workers before the admission is back; a worker trains
-    only a child admitted to run, so a repeat is never trained, not even unrecorded."""
-    calls_dir = tmp_path / "calls"
-    calls_dir.mkdir()
-    space = {"type": "categorical", "decisions": [{"name": "a", "choices": [0, 1]},
-                                                  {"name": "b", "choices": ["x", "y"]}]}
-    config = toy_config(space=space, evaluator={"type": "python", "target": "tests.toys:count_calls"},
-                        cluster={"parameter_servers": 1, "replicas": 2, "children_per_replica": 3,
-                                 "cpus_per_child": 0, "runtime_env": {"env_vars": {"NASPS_TOY_DIR": str(calls_dir)}}},
-                        budget={"children": 4})
-    run_search(config, tmp_path / "run")
-    rows, _ = rows_of(tmp_path / "run")
-    calls = (calls_dir / "calls").read_text().splitlines()
-    # 6 children in the first round of 2 replicas over 4 architectures: repeats for sure.
-    assert len([r for r in rows if r.cached]) > 0
-    assert all(r.status == "ok" for r in rows)
-    assert len(calls) == len(set(calls)) == len([r for r in rows if not r.cached]) == 4
 
 
 def test_sharded_update_equals_single_process_update(ray_session):
@@ -222,57 +177,32 @@ def test_reinforce_on_ray_learns_the_toy_and_beats_random(ray_session, tmp_path)
 def test_failures_and_a_dead_worker_cost_only_their_child(ray_session, tmp_path):
     config = toy_config(strategy={"type": "random"},
                         cluster={"replicas": 2, "children_per_replica": 2, "cpus_per_child": 0},
-                        evaluator={"type": "python", "target": "tests.toys:crash_on_a0"},
-                        budget={"children": 30})
+                        evaluator={"type": "python", "target": "tests.toys:fails_every_way"},
+                        budget={"children": 30, "max_consecutive_failures": None})  # most children fail
     summary = run_search(config, tmp_path / "run")
     rows, _ = rows_of(tmp_path / "run")
     trained = [r for r in rows if not r.cached]
-    assert len(trained) == 30
+    assert len(trained) == 30 == summary.progress.trained
     lost = [r for r in trained if r.arch["a"] == 0]
     # Each dies once, is retried once on a new worker (cluster.max_retries 1), dies again: failed.
     assert lost and all(r.status == "failed" and r.error.startswith("worker lost 2 time(s)") for r in lost)
-    assert all(r.status == "ok" for r in trained if r.arch["a"] != 0)
-    assert sum(t.replaced_workers for t in summary.timings) == 2 * len(lost)
-
-
-def test_flaky_evaluator_statuses_through_ray(ray_session, tmp_path):
-    config = toy_config(strategy={"type": "random"}, cluster={"cpus_per_child": 0},
-                        evaluator={"type": "python", "target": "tests.toys:flaky"},
-                        budget={"children": 25})
-    summary = run_search(config, tmp_path / "run")
-    assert summary.progress.trained == 25
-    statuses = dict(query(tmp_path / "run", "SELECT status, COUNT(*) FROM children WHERE cached = 0 GROUP BY status"))
-    assert set(statuses) == {"ok", "failed", "diverged"} and sum(statuses.values()) == 25
-
-
-def test_lstm_gradient_assembled_from_the_shards_equals_the_serial_one(ray_session, tmp_path):
-    """One real round on Ray (conv space with anchors, LSTM controller, S = 3 shards): the
-    gradient each shard received, read back from its Adam moment, joins into the gradient one
-    process computes for the same parameters, children and rewards."""
-    from nasps.config import config_from_dict
-    from nasps.controller import Scored
-    from nasps.spaces import Architecture
-    space_raw = {"type": "conv", "num_filters": [8, 16], "curriculum": {"start_depth": 5, "add_layers": 0}}
-    config = config_from_dict({
-        "space": space_raw, "evaluator": {"type": "python", "target": "tests.toys:conv_toy"},
-        "strategy": {"type": "reinforce", "policy": "lstm"},
-        "cluster": {"parameter_servers": 3, "replicas": 1, "children_per_replica": 4, "cpus_per_child": 0},
-        "budget": {"children": 4}, "seed": 11})
-    summary = run_search(config, tmp_path / "run")
-    assert summary.shard_versions == [1, 1, 1]  # one push, seen by every shard
-    rows, _ = rows_of(tmp_path / "run")
-    assert len({r.reward for r in rows}) > 1  # the advantages are not all zero
-
-    space = build_space(config.space)
-    policy = build_policy(config.strategy, space.decisions())
-    serial = Controller(0, space, policy, config.strategy, 4, config.seed)
-    scored = [Scored(tuple(space.encode(Architecture.from_value("conv", r.arch))), r.reward, r.id)
-              for r in rows]
-    expected = serial.gradient(policy.initial_params(config.seed), scored)
-    beta1 = config.strategy.adam_betas[0]
-    assembled = join_params([s["exp_avg"] / (1 - beta1) for s in summary.shard_states])
-    assert assembled.shape == expected.shape and expected.abs().sum() > 0
-    torch.testing.assert_close(assembled, expected, rtol=1e-4, atol=1e-7)
+    for r in trained:
+        if r.arch["a"] == 0:
+            continue
+        if r.arch["a"] == 1:
+            assert r.status == "diverged" and r.error == "reward is nan"
+        elif r.arch["a"] == 3:
+            assert r.status == "failed" and r.error.startswith("TypeError: evaluator returned 'not a number'")
+        elif r.arch["b"] == "x":
+            assert r.status == "failed" and r.error == "ValueError: b = x is not supported with a = 2"
+        elif r.arch["a"] == 2:
+            assert r.status == "ok" and r.reward == match_fraction(r.arch)
+    assert {r.status for r in trained} == {"ok", "failed", "diverged"}
+    # A child queued behind another may kill its worker before the reply of the one before it is
+    # out; neither is blamed, the replica queues no more children behind others, and the killer
+    # costs one more worker: at most one more for each child that was queued then (K*m = 4).
+    replaced = sum(t.replaced_workers for t in summary.replicas)
+    assert 2 * len(lost) <= replaced <= 2 * len(lost) + 4
 
 
 def test_curriculum_grows_across_replicas_and_is_recorded(ray_session, tmp_path):

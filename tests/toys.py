@@ -82,3 +82,45 @@ def count_calls(arch: dict) -> float:
     with open(os.path.join(os.environ["NASPS_TOY_DIR"], "calls"), "a") as calls:
         calls.write(line + "\n")
     return len(line) % 7 / 7
+
+
+def slow_when_a3(arch: dict) -> dict:
+    """0.05 s, or 0.6 s when a = 3: children of a round that differ in cost, fixed per architecture."""
+    time.sleep(0.6 if arch["a"] == 3 else 0.05)
+    return {"reward": match_fraction(arch), "metrics": {"pid": os.getpid()}}
+
+
+def hang_when_a0(arch: dict) -> float:
+    """Never returns for a = 0 (a deadlock, a stuck data loader), as no deadline of its own can stop."""
+    while arch["a"] == 0:
+        time.sleep(3600)
+    return match_fraction(arch)
+
+
+def broken_unless_fixed(arch: dict) -> float:
+    """Raises for every architecture until the file NASPS_TOY_DIR/fixed exists (the user fixed it)."""
+    if not os.path.exists(os.path.join(os.environ["NASPS_TOY_DIR"], "fixed")):
+        raise RuntimeError("the evaluator is broken: no such dataset /data/missing")
+    return match_fraction(arch)
+
+
+def match_fraction_counted(arch: dict) -> dict:
+    """match_fraction_slow that also appends each call to NASPS_TOY_DIR/calls."""
+    with open(os.path.join(os.environ["NASPS_TOY_DIR"], "calls"), "a") as calls:
+        calls.write(repr(sorted(arch.items())) + "\n")
+    return match_fraction_slow(arch)
+
+
+def fails_every_way(arch: dict):
+    """flaky, and for a = 0 kills its own worker process, as a segfault or the OOM killer would."""
+    if arch["a"] == 0:
+        os._exit(1)
+    if arch["a"] == 2 and arch["b"] == "x":
+        raise ValueError("b = x is not supported with a = 2")
+    return flaky(arch)
+
+
+def conv_slow_when_wide(arch: dict) -> float:
+    """conv_toy, after 0.6 s when the first layer has the wider filter count, else 0.05 s."""
+    time.sleep(0.6 if arch["layers"][0]["num_filters"] == 16 else 0.05)
+    return conv_toy(arch)

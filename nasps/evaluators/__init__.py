@@ -1,8 +1,23 @@
 """Evaluators turn an architecture into a reward. Looked up by ``evaluator.type``."""
 
+from typing import Optional
+
 from nasps.config import ImageClassificationEvaluatorConfig, LanguageModelEvaluatorConfig, PythonEvaluatorConfig
 from nasps.evaluators.base import STATUSES, ChildFailure, ChildResult, Evaluator, Score, run_child
 from nasps.evaluators.python import PythonEvaluator
+
+# The trainers end their own child at timeout_s, between two steps, and keep their worker (and
+# the data on it); the runtime kills a worker only when that has not happened this long after.
+TRAINER_GRACE_S = 30.0
+
+
+def deadline_s(config) -> Optional[float]:
+    """Seconds after a child is sent at which the runtime kills its worker and records the
+    child as ``timeout`` (None: no deadline). A python function cannot stop itself, so for it
+    that is ``timeout_s``; the trainers get ``TRAINER_GRACE_S`` more to stop on their own."""
+    if config.timeout_s is None:
+        return None
+    return config.timeout_s + (0.0 if isinstance(config, PythonEvaluatorConfig) else TRAINER_GRACE_S)
 
 
 def build_evaluator(config) -> Evaluator:
@@ -19,4 +34,4 @@ def build_evaluator(config) -> Evaluator:
 
 
 __all__ = ["STATUSES", "ChildFailure", "ChildResult", "Evaluator", "Score", "run_child",
-           "PythonEvaluator", "build_evaluator"]
+           "PythonEvaluator", "build_evaluator", "deadline_s"]

@@ -7,8 +7,6 @@ fast and stays small; an evaluator that trains networks imports torch on its own
 
 from __future__ import annotations
 
-from typing import Optional
-
 import ray
 
 from nasps.evaluators import ChildResult, build_evaluator, run_child
@@ -20,10 +18,6 @@ class ChildWorker:
     def __init__(self, evaluator_config):
         self.evaluator = build_evaluator(evaluator_config)
 
-    def evaluate(self, arch: Architecture, admitted: Optional[tuple] = None, index: int = 0) -> Optional[ChildResult]:
-        """Train one child. ``admitted`` is the recorder's reply to the admission of the batch
-        (``Recorder.admit``): a replica sends the call before that reply is back, as an object
-        ref that Ray resolves first. None when the child was not admitted to run."""
-        if admitted is not None and admitted[0][index].kind != "run":
-            return None
+    def evaluate(self, arch: Architecture) -> ChildResult:
+        """Train one child (one the ledger admitted to run)."""
         return run_child(self.evaluator, arch)
