@@ -1,14 +1,14 @@
 """Faults injected for real into a running search, and the audit of what it left.
 
 A search runs as its own ``nasps search`` process with its embedded local Ray, and this file
-kills its processes with SIGKILL while it runs: a child worker, a controller replica, a
-parameter-server shard, or the driver itself (then ``nasps search --resume``, after killing
+kills its processes with SIGKILL while it runs: a child worker, the recorder, a controller
+replica, a parameter-server shard, or the driver itself (then ``nasps search --resume``, after killing
 what the driver had started, as if its machine had gone). The audit reads the store: children
 finished, lost (a committed row that disappeared: must be 0), trained twice (must be 0), and
 shard updates lost to restores. The benchmark compares the throughput with the same search
 without faults.
 
-    python bench/faults.py [--children 300]
+    python bench/faults.py [--children 300] [--rounds rolling|barrier]
 
 The tests (tests/test_faults.py) call ``run_with_faults`` and ``audit`` on a smaller search.
 """
@@ -31,7 +31,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 NASPS = [sys.executable, "-m", "nasps"]
-KINDS = {"worker": "ray::ChildWorker", "replica": "ray::ControllerReplica", "shard": "ray::ParameterServerShard"}
+KINDS = {"worker": "ray::ChildWorker", "replica": "ray::ControllerReplica", "shard": "ray::ParameterServerShard",
+         "recorder": "ray::Recorder"}
 
 
 def descendants(root: int) -> dict[int, str]:
@@ -62,17 +63,27 @@ def pids_of(root: int, kind: str) -> list[int]:
     return sorted(pid for pid, line in descendants(root).items() if line.startswith(KINDS[kind]))
 
 
-def trained_rows(run_dir: Path) -> list[tuple[int, str]]:
-    """(id, arch_hash) of the trained children committed so far."""
+def _read(run_dir: Path, sql: str) -> list[tuple]:
+    """Rows of a query on the store, read-only while the search writes it ([] before it exists)."""
     if not (run_dir / "results.sqlite").exists():
         return []
     db = sqlite3.connect(f"file:{run_dir / 'results.sqlite'}?mode=ro", uri=True, timeout=30)
     try:
-        return db.execute("SELECT id, arch_hash FROM children WHERE cached = 0 ORDER BY id").fetchall()
+        return db.execute(sql).fetchall()
     except sqlite3.OperationalError:  # the schema is not written yet
         return []
     finally:
         db.close()
+
+
+def trained_rows(run_dir: Path) -> list[tuple[int, str]]:
+    """(id, arch_hash) of the trained children committed so far."""
+    return _read(run_dir, "SELECT id, arch_hash FROM children WHERE cached = 0 ORDER BY id")
+
+
+def restarts(run_dir: Path) -> int:
+    """Shard restarts (not resumes) the store has recorded so far."""
+    return len(_read(run_dir, "SELECT shard FROM restores WHERE cause = 'restart'"))
 
 
 @dataclass
@@ -82,6 +93,7 @@ class FaultRun:
     committed_before_kills: set = field(default_factory=set)  # rows that must survive
     returncodes: list[int] = field(default_factory=list)
     stderr: str = ""
+    shard_kills: int = 0
 
 
 def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -112,8 +124,11 @@ def run_with_faults(config: dict, run_dir: Path, faults: list[tuple[int, str]], 
             if code != 0 or not pending or pending[0][1] != "driver":
                 break
         rows = trained_rows(run_dir)
-        # A kill waits at least for the store: before it there is no search to resume.
-        if pending and (run_dir / "results.sqlite").exists() and len(rows) >= pending[0][0]:
+        # A kill waits at least for the store: before it there is no search to resume; and a
+        # killed shard's restart is recorded before the next kill (children keep training while
+        # a shard restarts, so counting them is not enough).
+        if pending and (run_dir / "results.sqlite").exists() and len(rows) >= pending[0][0] \
+                and restarts(run_dir) >= run.shard_kills:
             at, kind = pending.pop(0)
             run.committed_before_kills.update(rows)
             if kind == "driver":
@@ -137,6 +152,7 @@ def run_with_faults(config: dict, run_dir: Path, faults: list[tuple[int, str]], 
                 else:
                     os.kill(victims[0], signal.SIGKILL)
                     run.killed.append((kind, victims[0], len(rows)))
+                    run.shard_kills += kind == "shard"
         time.sleep(0.05)
     run.wall_s = time.time() - started
     run.stderr = log.read_text(errors="replace") if log.exists() else ""
@@ -192,19 +208,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--children", type=int, default=300)
     parser.add_argument("--sleep", type=float, default=0.2, help="seconds each child trains")
+    parser.add_argument("--rounds", choices=["rolling", "barrier"], default="rolling")
     args = parser.parse_args()
-    config = {**BENCH_CONFIG, "budget": {"children": args.children}}
+    config = {**BENCH_CONFIG, "budget": {"children": args.children},
+              "cluster": {**BENCH_CONFIG["cluster"], "rounds": args.rounds}}
     env = dict(os.environ, NASPS_TOY_SLEEP=str(args.sleep))
     n = args.children
-    # A kill every few seconds: workers throughout, a replica, a shard, and once the driver.
+    # A kill every few seconds: workers throughout, the recorder, a replica, a shard, and once
+    # the driver.
     faults = sorted([(int(n * f), "worker") for f in (0.1, 0.25, 0.4, 0.55, 0.7, 0.85)]
-                    + [(int(n * 0.3), "replica"), (int(n * 0.5), "shard"), (int(n * 0.65), "driver")])
+                    + [(int(n * 0.2), "recorder"), (int(n * 0.3), "replica"), (int(n * 0.5), "shard"),
+                       (int(n * 0.65), "driver")])
     with tempfile.TemporaryDirectory() as tmp:
         clean = run_with_faults(config, Path(tmp) / "clean", [], env=env)
         faulty = run_with_faults(config, Path(tmp) / "faults", faults, env=env)
         result = audit(Path(tmp) / "faults", faulty)
         clean_result = audit(Path(tmp) / "clean")
-    print(f"faults: {n}-child search, K=2, m=4, S=2, children of {args.sleep} s")
+    print(f"faults: {n}-child search, K=2, m=4, S=2, {args.rounds} rounds, children of {args.sleep} s")
     for kind, pid, at in faulty.killed:
         print(f"  killed {kind:<7} pid {pid:>7} at {at} children")
     print(f"exit statuses of the drivers: {faulty.returncodes} (the killed one is -9)")

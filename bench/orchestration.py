@@ -1,24 +1,30 @@
-"""How close the Ray runtime gets to ideal throughput when children cost nothing but time.
+"""How busy the Ray runtime keeps its workers when children cost nothing but time.
 
-A python evaluator sleeps T seconds per child, so with K*m children in flight the ideal is
-K*m / T children per second. The benchmark runs the real runtime (S=2 shards, REINFORCE, the
-results store, TensorBoard) at K*m = 4, 16 and 64 in flight and prints achieved / ideal in the
-steady state (after every worker has finished its first child), and the controller's own time
-per round (pull, sample + admit, gradient, push), which is what keeps workers waiting.
+A python evaluator sleeps instead of training, so what is measured is the runtime alone: the
+real replicas, S = 2 shards, REINFORCE, the results store and TensorBoard. Two parts, each
+against a reference measured in the same run on the same Ray:
 
-The reference, measured in the same run on the same Ray: bare Ray actors in the shape of a
-nasps round and doing no work of their own. K replicas each send m sleeps of T to their own m
-workers, wait for all, then make the round's serial calls (a commit to one shared actor, S
-pushes in parallel to S actors, an admission to the shared actor). Its ratio is what Ray
-itself allows this machine for this round; nasps / bare is the runtime's own cost.
+- equal children (every child sleeps T): K*m = 4, 16 and 64 in flight, achieved children per
+  second in the steady state against the ideal K*m / T, for rolling and barrier rounds. The
+  reference is bare Ray actors in the shape of a nasps barrier round doing no work of their
+  own: K loops each sending m sleeps of T to their own m workers, waiting for all, then making
+  the round's serial calls (a commit to one shared actor, S pushes in parallel, an admission).
+- mixed children (each architecture sleeps its own 0.1 to 1.0 s, 0.55 s on average): K = 2 and
+  8 replicas of m = 8, workers busy (child time / (wall x K*m), over the steady window where
+  every worker has started and none has run dry) for rolling and barrier rounds. The reference
+  is a bare Ray work queue: K*m actors fed by one loop, the same durations, the ideal of any
+  scheduler, and the barrier's own bound E[mean] / E[max of m] for these durations.
 
-    python bench/orchestration.py [--sleep 0.2] [--seconds 20] [--in-flight 64] [--no-reference]
+    python bench/orchestration.py [--part equal mixed] [--seconds 20] [--sleep 0.2] [--in-flight 64]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import random
+import statistics
 import sys
 import tempfile
 import time
@@ -30,46 +36,80 @@ sys.path.insert(0, str(ROOT))
 from nasps.config import config_from_dict  # noqa: E402
 from nasps.store import ResultsStore  # noqa: E402
 
-SETTINGS = [(2, 2), (4, 4), (8, 8)]  # (K replicas, m children each): 4, 16, 64 in flight
+EQUAL = [(2, 2), (4, 4), (8, 8)]  # (K replicas, m children each): 4, 16, 64 in flight
+MIXED = [(2, 8), (8, 8)]
 SHARDS = 2
+DECISIONS = [{"name": f"d{i}", "choices": list(range(10))} for i in range(8)]  # 10^8: repeats are rare
+
+
+def mixed_duration(arch: dict) -> float:
+    """0.1 to 1.0 s, fixed per architecture (a deeper or wider child costs more, every time)."""
+    digest = hashlib.sha256(repr(sorted(arch.items())).encode()).digest()
+    return 0.1 + 0.9 * int.from_bytes(digest[:4], "big") / 2 ** 32
 
 
 def evaluate(arch: dict) -> float:
-    """Sleep T seconds; the reward is a deterministic function of the architecture."""
-    time.sleep(float(os.environ["NASPS_BENCH_SLEEP"]))
+    """Sleep T seconds (NASPS_BENCH_SLEEP, set in the workers' runtime_env), or the
+    architecture's own duration when it is "mixed"; the reward is a deterministic function of
+    the architecture."""
+    sleep = os.environ["NASPS_BENCH_SLEEP"]
+    time.sleep(mixed_duration(arch) if sleep == "mixed" else float(sleep))
     return (sum(int(v) for v in arch.values()) % 97) / 97.0
 
 
-def make_config(replicas: int, m: int, children: int, tensorboard: bool = True) -> object:
-    # 8 decisions x 10 choices: 10^8 architectures, so repeats (which are not trained) are rare.
-    decisions = [{"name": f"d{i}", "choices": list(range(10))} for i in range(8)]
+def make_config(replicas: int, m: int, children: int, rounds: str, sleep: str, tensorboard: bool = True) -> object:
     return config_from_dict({
-        "space": {"type": "categorical", "decisions": decisions},
+        "space": {"type": "categorical", "decisions": DECISIONS},
         "evaluator": {"type": "python", "target": "bench.orchestration:evaluate"},
         "strategy": {"type": "reinforce", "learning_rate": 0.001},
         "cluster": {"parameter_servers": SHARDS, "replicas": replicas, "children_per_replica": m,
-                    "cpus_per_child": 0},
+                    "cpus_per_child": 0, "rounds": rounds,
+                    "runtime_env": {"env_vars": {"NASPS_BENCH_SLEEP": sleep}}},
         "budget": {"children": children}, "logging": {"tensorboard": tensorboard},
     })
 
 
-def steady_rate(run_dir: Path) -> tuple[float, float, int]:
-    """(children per second in the steady state, from the moment every worker had finished its
-    first child to the last child; the same from the first child's start; children)."""
+def intervals_of(run_dir: Path) -> list[tuple[str, float, float]]:
+    """(worker, started, finished) of every trained child."""
     store = ResultsStore(run_dir / "results.sqlite", readonly=True)
-    rows = [r for r in store.children() if not r.cached]
-    store.close()
-    first_of_worker: dict[str, float] = {}
-    for r in sorted(rows, key=lambda r: r.finished_at):
-        first_of_worker.setdefault(r.worker, r.finished_at)
-    warm = max(first_of_worker.values())
-    last = max(r.finished_at for r in rows)
-    steady = [r for r in rows if r.finished_at > warm]
-    return (len(steady) / (last - warm), len(rows) / (last - min(r.started_at for r in rows)), len(rows))
+    try:
+        return [(r.worker, r.started_at, r.finished_at) for r in store.children() if not r.cached]
+    finally:
+        store.close()
 
 
-def bare_ray_ratio(replicas: int, m: int, shards: int, sleep: float, seconds: float) -> float:
-    """achieved / ideal for bare Ray actors in the shape of a nasps round (module docstring)."""
+def steady_window(intervals: list[tuple[str, float, float]]) -> tuple[float, float]:
+    """From the moment every worker has started its first child to the moment the first worker
+    finishes its last: start-up and the run-out at the budget left out."""
+    first, last = {}, {}
+    for worker, start, end in intervals:
+        first[worker] = min(first.get(worker, start), start)
+        last[worker] = max(last.get(worker, end), end)
+    return max(first.values()), min(last.values())
+
+
+def busy(intervals: list[tuple[str, float, float]], workers: int) -> float:
+    """Child time inside the steady window / (window x workers)."""
+    t0, t1 = steady_window(intervals)
+    inside = sum(max(0.0, min(end, t1) - max(start, t0)) for _, start, end in intervals)
+    return inside / ((t1 - t0) * workers)
+
+
+def steady_rate(intervals: list[tuple[str, float, float]]) -> float:
+    """Children per second finished in the steady window."""
+    t0, t1 = steady_window(intervals)
+    return sum(t0 < end <= t1 for _, _, end in intervals) / (t1 - t0)
+
+
+def run_nasps(replicas: int, m: int, children: int, rounds: str, sleep: str, tensorboard: bool):
+    from nasps.runtime.driver import run_search
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = run_search(make_config(replicas, m, children, rounds, sleep, tensorboard), Path(tmp) / "run")
+        return summary, intervals_of(Path(tmp) / "run")
+
+
+def bare_round_ratio(replicas: int, m: int, shards: int, sleep: float, seconds: float) -> float:
+    """achieved / ideal for bare Ray actors in the shape of a nasps barrier round (docstring)."""
     import ray
 
     @ray.remote(num_cpus=0)
@@ -113,43 +153,107 @@ def bare_ray_ratio(replicas: int, m: int, shards: int, sleep: float, seconds: fl
     return rounds * sleep / elapsed
 
 
+def bare_queue_busy(workers: int, seconds: float) -> float:
+    """Workers busy for K*m bare actors fed from one queue with the mixed durations (docstring)."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Sleeper:
+        def sleep(self, duration: float) -> tuple[str, float, float]:
+            start = time.time()
+            time.sleep(duration)
+            return f"{os.getpid()}", start, time.time()
+
+    rng = random.Random(0)
+    actors = [Sleeper.remote() for _ in range(workers)]
+    ray.get([a.__ray_ready__.remote() for a in actors])
+    todo = int(seconds * workers / 0.55)
+    running = {}
+    intervals = []
+    for actor in actors:
+        running[actor.sleep.remote(mixed_duration({"r": rng.random()}))] = actor
+        todo -= 1
+    while running:
+        done, _ = ray.wait(list(running), num_returns=1)
+        actor = running.pop(done[0])
+        intervals.append(ray.get(done[0]))
+        if todo > 0:
+            running[actor.sleep.remote(mixed_duration({"r": rng.random()}))] = actor
+            todo -= 1
+    for actor in actors:
+        ray.kill(actor)
+    return busy(intervals, workers)
+
+
+def barrier_bound(m: int, draws: int = 20000) -> float:
+    """E[mean] / E[max of m] of the mixed durations: the most any barrier round can keep busy."""
+    rng = random.Random(1)
+    rounds = [[mixed_duration({"r": rng.random()}) for _ in range(m)] for _ in range(draws // m)]
+    return statistics.fmean(statistics.fmean(r) for r in rounds) / statistics.fmean(max(r) for r in rounds)
+
+
+def selected(shapes, args):
+    """The (K, m, K*m) of the shapes the command line asks for (all when it names none)."""
+    for replicas, m in shapes:
+        if not args.in_flight or replicas * m in args.in_flight:
+            yield replicas, m, replicas * m
+
+
+def equal_part(args) -> None:
+    print(f"\nequal children: each sleeps T = {args.sleep} s; steady children/s against the ideal K*m/T")
+    print(f"{'K':>3} {'m':>3} {'in flight':>9} {'ideal/s':>8} {'rolling':>8} {'barrier':>8} {'bare Ray':>8} "
+          f"{'rolling/bare':>12} {'barrier/bare':>12}")
+    for replicas, m, in_flight in selected(EQUAL, args):
+        ideal = in_flight / args.sleep
+        children = int(ideal * args.seconds) + in_flight
+        ratios = {}
+        for rounds in ("rolling", "barrier"):
+            _, intervals = run_nasps(replicas, m, children, rounds, str(args.sleep), not args.no_tensorboard)
+            ratios[rounds] = steady_rate(intervals) / ideal
+        bare = bare_round_ratio(replicas, m, SHARDS, args.sleep, args.seconds / 2)
+        print(f"{replicas:>3} {m:>3} {in_flight:>9} {ideal:>8.1f} {ratios['rolling']:>8.3f} {ratios['barrier']:>8.3f} "
+              f"{bare:>8.3f} {ratios['rolling'] / bare:>12.3f} {ratios['barrier'] / bare:>12.3f}", flush=True)
+
+
+def mixed_part(args) -> None:
+    print("\nmixed children: 0.1 to 1.0 s each, fixed per architecture (mean 0.55 s); workers busy "
+          "in the steady window")
+    print(f"{'K':>3} {'m':>3} {'workers':>7} {'rolling':>8} {'barrier':>8} {'bare queue':>10} "
+          f"{'barrier bound':>13} {'rolling/queue':>13}  replica's own ms per child: sample / gradient")
+    for replicas, m, workers in selected(MIXED, args):
+        children = int(args.seconds * workers / 0.55) + workers
+        result = {}
+        for rounds in ("rolling", "barrier"):
+            summary, intervals = run_nasps(replicas, m, children, rounds, "mixed", not args.no_tensorboard)
+            result[rounds] = busy(intervals, workers), summary
+        queue = bare_queue_busy(workers, args.seconds)
+        stats = result["rolling"][1].replicas
+        sampled = sum(s.samples for s in stats)
+        own = (1000 * sum(s.sample_s for s in stats) / sampled, 1000 * sum(s.gradient_s for s in stats) / sampled)
+        print(f"{replicas:>3} {m:>3} {workers:>7} {result['rolling'][0]:>8.3f} {result['barrier'][0]:>8.3f} "
+              f"{queue:>10.3f} {barrier_bound(m):>13.3f} {result['rolling'][0] / queue:>13.3f}  "
+              f"{own[0]:.2f} / {own[1]:.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sleep", type=float, default=0.2, help="T: seconds each child sleeps")
+    parser.add_argument("--part", nargs="+", choices=["equal", "mixed"], default=["equal", "mixed"])
+    parser.add_argument("--sleep", type=float, default=0.2, help="T: seconds each equal child sleeps")
     parser.add_argument("--seconds", type=float, default=20.0, help="ideal duration of each setting")
     parser.add_argument("--no-tensorboard", action="store_true", help="measure without the event files")
-    parser.add_argument("--in-flight", type=int, nargs="+", choices=[k * m for k, m in SETTINGS],
-                        help="run only these settings (children in flight)")
-    parser.add_argument("--no-reference", action="store_true", help="skip the bare-Ray reference")
+    parser.add_argument("--in-flight", type=int, nargs="+", help="run only these settings (children in flight)")
     args = parser.parse_args()
-    os.environ["NASPS_BENCH_SLEEP"] = str(args.sleep)
     os.chdir(ROOT)
     import ray
 
-    from nasps.runtime.driver import connect, run_search
+    from nasps.runtime.driver import connect
     connect(None, {})
-    print(f"orchestration benchmark: evaluator sleeps T = {args.sleep} s, S = {SHARDS}, "
-          f"{os.cpu_count()} CPUs, Ray {ray.__version__}, TensorBoard {'off' if args.no_tensorboard else 'on'}")
-    print(f"{'K':>3} {'m':>3} {'in flight':>9} {'children':>8} {'ideal/s':>8} {'steady/s':>8} "
-          f"{'ratio':>6} {'from start':>10} {'bare Ray':>8} {'nasps/bare':>10}   round ms: total = pull / "
-          "sample+admit / gradient / push")
-    for replicas, m in SETTINGS:
-        in_flight = replicas * m
-        if args.in_flight and in_flight not in args.in_flight:
-            continue
-        ideal = in_flight / args.sleep
-        children = int(ideal * args.seconds) + in_flight
-        with tempfile.TemporaryDirectory() as tmp:
-            summary = run_search(make_config(replicas, m, children, not args.no_tensorboard), Path(tmp) / "run")
-            rate, from_start, n = steady_rate(Path(tmp) / "run")
-        bare = None if args.no_reference else bare_ray_ratio(replicas, m, SHARDS, args.sleep, args.seconds / 2)
-        rounds = sum(t.rounds for t in summary.timings)
-        ms = [1000 * sum(getattr(t, part) for t in summary.timings) / rounds
-              for part in ("pull", "sample", "gradient", "push")]
-        reference = f"{'-':>8} {'-':>10}" if bare is None else f"{bare:>8.3f} {rate / ideal / bare:>10.3f}"
-        print(f"{replicas:>3} {m:>3} {in_flight:>9} {n:>8} {ideal:>8.1f} {rate:>8.1f} {rate / ideal:>6.3f} "
-              f"{from_start / ideal:>10.3f} {reference}   {sum(ms):.1f} = {ms[0]:.1f} / {ms[1]:.1f} / "
-              f"{ms[2]:.1f} / {ms[3]:.1f}", flush=True)
+    print(f"orchestration benchmark: S = {SHARDS}, {os.cpu_count()} CPUs, Ray {ray.__version__}, "
+          f"TensorBoard {'off' if args.no_tensorboard else 'on'}")
+    if "equal" in args.part:
+        equal_part(args)
+    if "mixed" in args.part:
+        mixed_part(args)
     ray.shutdown()
 
 
