@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,35 @@ def random_search(tmp_path, space, evaluator, children=3) -> Path:
                                "budget": {"children": children}})
     run_serial(config, tmp_path / "run")
     return tmp_path / "run"
+
+
+def block_ray(monkeypatch) -> None:
+    """Bad input must stop before Ray: a search or a training that gets that far fails the test."""
+    def accepted(*args, **kwargs):
+        raise AssertionError("the bad input was accepted: nasps went on to start Ray")
+    for name, attr in (("nasps.runtime.driver", "run_search"), ("nasps.runtime.final", "run_grid")):
+        fake = types.ModuleType(name)
+        setattr(fake, attr, accepted)
+        monkeypatch.setitem(sys.modules, name, fake)
+    monkeypatch.chdir(ROOT)
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    """``nasps ARGV`` in this process (a subprocess costs seconds of imports): (exit status, stderr)."""
+    from nasps import cli
+    capsys.readouterr()
+    try:
+        status = cli.main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse's errors
+        status = exc.code
+    return status, capsys.readouterr().err
+
+
+@pytest.fixture
+def bad_input_cli(monkeypatch, capsys):
+    """``run_cli`` for input that must be refused before Ray starts."""
+    block_ray(monkeypatch)
+    return lambda *argv: run_cli(capsys, *argv)
 
 
 @pytest.fixture(scope="session")

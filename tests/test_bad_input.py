@@ -26,9 +26,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import pytest
 import yaml
 
-from nasps import cli
 from nasps.config import Config, FinalTrainingConfig, config_from_dict, describe, load_config
-from tests.conftest import NASPS, ROOT, TOY_SPACE
+from tests.conftest import NASPS, ROOT, TOY_SPACE, block_ray, run_cli
 
 DATA = "@DATA@"  # stands for the module's data folder (files that pass the dataset checks)
 
@@ -336,24 +335,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(autouse=True)
 def no_ray(monkeypatch):
-    """Bad input must stop before Ray: a search or a training that gets that far fails the test."""
-    def accepted(*args, **kwargs):
-        raise AssertionError("the bad input was accepted: nasps went on to start Ray")
-    for name, attr in (("nasps.runtime.driver", "run_search"), ("nasps.runtime.final", "run_grid")):
-        fake = types.ModuleType(name)
-        setattr(fake, attr, accepted)
-        monkeypatch.setitem(sys.modules, name, fake)
-    monkeypatch.chdir(ROOT)
-
-
-def run_cli(capsys, *argv) -> tuple[int, str]:
-    """``nasps ARGV`` in this process: (exit status, stderr)."""
-    capsys.readouterr()
-    try:
-        status = cli.main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse's errors
-        status = exc.code
-    return status, capsys.readouterr().err
+    block_ray(monkeypatch)
 
 
 def assert_one_line(status: int, err: str, *needles: str) -> str:

@@ -84,6 +84,7 @@ def test_a_child_whose_worker_dies_is_retried_on_a_new_worker(ray_session, tmp_p
     # may also be replaced when it fails to start, on a loaded machine: at least one each.)
     assert len(list(markers.iterdir())) == 10
     assert sum(t.replaced_workers for t in summary.replicas) >= 10
+    assert summary.shard_versions == []  # random search has no parameters to serve
 
 
 def test_resume_after_the_driver_is_killed_before_any_checkpoint(tmp_path):

@@ -110,19 +110,23 @@ grid: {{learning_rate: [5.0]}}
     assert record["test"]["test_perplexity"] < record["model"]["vocab_size"]  # it learned something
 
 
-def test_bad_training_configs_are_one_line(conv_run, tmp_path):
+def test_bad_training_configs_are_one_line(conv_run, tmp_path, bad_input_cli):
+    def refused(arch, config_text):
+        path = tmp_path / "train.yaml"
+        path.write_text(config_text)
+        return bad_input_cli("train", "--arch", arch, "--config", path)
+
     cases = [("grid: {nope: [1]}\n", "grid.nope: not a setting of evaluator type image_classification"),
              ("grid: {learning_rate: 0.1}\n", "grid.learning_rate: must be a non-empty list"),
              ("grid: {momentum: [2.0]}\n", "grid.momentum[0]: must be < 1.0"),
              ("width_multiplier: 0\n", "width_multiplier: must be > 0.0"),
              ("epochs: [1]\n", "epochs: must be")]
     for text, needle in cases:
-        done = train(tmp_path, conv_run, text)
-        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-        assert needle in done.stderr, done.stderr
+        status, err = refused(conv_run, text)
+        assert status == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
     for arch, needle in ((f"{conv_run}:9", "--rank 9"), (tmp_path / "nowhere", "no such run directory")):
-        done = train(tmp_path, arch, "epochs: 1\n")
-        assert done.returncode == 2 and needle in done.stderr, done.stderr
+        status, err = refused(arch, "epochs: 1\n")
+        assert status == 2 and needle in err, err
     assert not (conv_run / "final-rank1").exists()
 
 

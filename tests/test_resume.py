@@ -39,8 +39,9 @@ def digest(path):
 
 
 def one_line_error(done, needle):
-    assert done.returncode == 2, done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and needle in done.stderr, done.stderr
+    status, err = done
+    assert status == 2, err
+    assert len(err.strip().splitlines()) == 1 and needle in err, err
 
 
 @pytest.fixture(scope="module")
@@ -111,14 +112,13 @@ def test_resume_after_the_driver_is_killed(killed_run):
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["budget"]["children"] == 36
 
 
-def test_bad_resumes_are_one_line_and_touch_nothing(killed_run, tmp_path):
-    run_dir, env, _ = killed_run
+def test_bad_resumes_are_one_line_and_touch_nothing(killed_run, tmp_path, bad_input_cli):
+    run_dir, _, _ = killed_run
     store, checkpoint = run_dir / "results.sqlite", run_dir / "checkpoint.pt"
     sums = {p: digest(p) for p in (store, checkpoint, run_dir / "config.yaml")}
 
     def resume(target, *extra):
-        return subprocess.run(NASPS + ["search", "--resume", str(target), *extra], capture_output=True,
-                              text=True, cwd=ROOT, env=env)
+        return bad_input_cli("search", "--resume", target, *extra)
 
     one_line_error(resume(run_dir, "--set", "strategy.learning_rate=0.5"), "only budget.* and cluster.*")
     one_line_error(resume(run_dir, "--set", "cluster.parameter_servers=3"), "cluster.parameter_servers")

@@ -14,6 +14,7 @@ import torch
 
 from nasps.config import config_from_dict
 from nasps.controller import Controller, Scored
+from nasps.errors import UserInputError
 from nasps.parameter_server import ParameterShard
 from nasps.policies import build_policy
 from nasps.runtime.driver import run_search
@@ -140,18 +141,18 @@ def test_a_broken_evaluator_stops_the_search_and_resume_continues_once_fixed(ray
     assert len(trained) == 12 and Counter(s for (s,) in trained)["failed"] == len(failed)
 
 
-@pytest.mark.parametrize("setting, key", [("cluster.cpus_per_child=64", "cluster.cpus_per_child"),
-                                          ("cluster.gpus_per_child=1", "cluster.gpus_per_child"),
-                                          ("cluster.resources_per_child={tpu: 1}",
-                                           "cluster.resources_per_child.tpu")])
-def test_a_cluster_too_small_for_the_search_is_one_line_and_exit_2(ray_session, tmp_path, setting, key):
-    """The session's cluster has 4 CPUs, no GPU and no autoscaler: waiting would be forever."""
-    path = write_config(tmp_path)
-    run_dir = tmp_path / "run"
-    result = nasps("search", "--config", str(path), "--run-dir", str(run_dir), "--address", ray_session,
-                   "--set", setting, timeout=120)
-    assert_one_line_error(result, key, "4 child workers", "hold 0")
-    assert not (run_dir / "results.sqlite").exists()  # nothing written: the same --run-dir works once fixed
+@pytest.mark.parametrize("cluster, key", [({"cpus_per_child": 64}, "cluster.cpus_per_child"),
+                                          ({"gpus_per_child": 1}, "cluster.gpus_per_child"),
+                                          ({"resources_per_child": {"tpu": 1}}, "cluster.resources_per_child.tpu")])
+def test_a_cluster_too_small_for_the_search_is_refused_before_anything_is_written(ray_session, tmp_path,
+                                                                                 cluster, key):
+    """The session's cluster has 4 CPUs, no GPU and no autoscaler: waiting would be forever.
+    (The command's one line and exit 2 are checked on an embedded Ray below.)"""
+    config = toy_config(cluster={"cpus_per_child": 0, "replicas": 2, "children_per_replica": 2, **cluster})
+    with pytest.raises(UserInputError, match="4 child workers") as refused:
+        run_search(config, tmp_path / "run", address=ray_session)
+    assert key in str(refused.value) and "hold 0" in str(refused.value) and "\n" not in str(refused.value)
+    assert not (tmp_path / "run" / "results.sqlite").exists()  # the same --run-dir works once fixed
 
 
 def test_an_embedded_ray_too_small_for_the_search_is_one_line_and_exit_2(tmp_path):

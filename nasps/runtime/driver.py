@@ -35,9 +35,10 @@ from nasps.ledger import Progress
 from nasps.parameter_server import ParameterShard, join_params, shard_bounds, split_params
 from nasps.policies import build_policy
 from nasps.rundir import open_new_store
-from nasps.runtime.actors import ParameterServerShard, Recorder
 from nasps.runtime.capacity import check_fits
+from nasps.runtime.recorder import Recorder
 from nasps.runtime.replica import ControllerReplica, ReplicaStats
+from nasps.runtime.shard import ParameterServerShard
 from nasps.search import adam_settings
 from nasps.spaces import build_space
 from nasps.store import STORE_NAME

@@ -1,10 +1,6 @@
-"""Thin Ray actor wrappers around the plain classes that do the work.
-
-- ``ParameterServerShard``: a ``ParameterShard`` (one slice of the policy, its Adam state).
-- ``Recorder``: the ledger and results store, on the driver's node, so the store is a local
-  file there. Async, so a child that waits for an identical one in training does not block it.
-  Both are restarted by Ray when their process dies, from the checkpoint and the store.
-"""
+"""The recorder actor: the ledger and the results store, on the driver's node, so the store
+is a local file there. Async, so a child that waits for an identical one in training does not
+block it. It imports no torch (it needs none, and it is on the path of every search's start)."""
 
 from __future__ import annotations
 
@@ -17,14 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import ray
-import torch
 
-from nasps.checkpoint import load_checkpoint
 from nasps.evaluators import ChildResult
 from nasps.ledger import Admission, Admitted, Ledger, Outcome, Progress, PushReport
-from nasps.parameter_server import AdamSettings, ParameterShard, PushReceipt, from_wire
 from nasps.spaces import Architecture
 from nasps.store import ResultsStore
 
@@ -39,50 +31,11 @@ class StoreWriteError(RuntimeError):
     """The results store cannot be written: the search must stop."""
 
 
-def _restarted() -> bool:
+def was_restarted() -> bool:
+    """Whether Ray is running this actor's constructor again, after its process died."""
     with warnings.catch_warnings():  # Ray 2.60 warns about its own use of a deprecated property
         warnings.simplefilter("ignore", DeprecationWarning)
         return ray.get_runtime_context().was_current_actor_reconstructed
-
-
-@ray.remote
-class ParameterServerShard:
-    """A ``ParameterShard`` that speaks plain types on the wire: gradients come as bytes and
-    parameters go back as numpy arrays; torch tensors cost Ray a torch (de)serialisation."""
-
-    def __init__(self, index: int, params, adam: AdamSettings, run_dir: Optional[str] = None,
-                 recorder: Optional[str] = None):
-        """``params``: the initial slice, or its length for a restartable shard (``run_dir``)
-        whose state the driver loads next: a restart then needs no constructor argument from
-        the object store, only the checkpoint, which the driver writes before any shard starts.
-        ``recorder`` is the recorder actor's name (a handle would be an argument in the store)."""
-        initial = torch.zeros(params) if isinstance(params, int) else torch.tensor(np.asarray(params))
-        self.shard = ParameterShard(index, initial, adam)
-        if run_dir is not None and _restarted():
-            # Ray restarted this shard after its process died: continue from the last checkpoint
-            # and say how many updates that lost.
-            state = load_checkpoint(run_dir)["shards"][index]
-            epoch = ray.get(ray.get_actor(recorder).shard_restored.remote(index, state["version"], "restart"))
-            self.shard.load_state_dict(state, epoch)
-
-    def pull(self) -> tuple[np.ndarray, int]:
-        params, version = self.shard.pull()
-        return params.numpy(), version
-
-    def push(self, replica: str, seq: int, gradient, version_pulled: int) -> PushReceipt:
-        return self.shard.push(replica, seq, from_wire(gradient), version_pulled)
-
-    def push_and_pull(self, replica: str, seq: int, gradient,
-                      version_pulled: int) -> tuple[PushReceipt, np.ndarray, int]:
-        """Apply a gradient (``to_wire`` bytes) and reply with the parameters after it."""
-        receipt, params, version = self.shard.push_and_pull(replica, seq, from_wire(gradient), version_pulled)
-        return receipt, params.numpy(), version
-
-    def state_dict(self) -> dict:
-        return self.shard.state_dict()
-
-    def load_state_dict(self, state: dict, epoch: int = 0) -> None:
-        self.shard.load_state_dict(state, epoch)
 
 
 @ray.remote
@@ -98,7 +51,7 @@ class Recorder:
 
     def __init__(self, store_path: str, budget_children: int, sample_cap: int,
                  max_consecutive_failures: Optional[int] = None, run_started_at: Optional[float] = None):
-        restarted = _restarted()
+        restarted = was_restarted()
         self.path = Path(store_path)
         self.ledger = Ledger(ResultsStore(self.path), budget_children, sample_cap,
                              max_consecutive_failures=max_consecutive_failures, run_started_at=run_started_at,
@@ -107,6 +60,7 @@ class Recorder:
         self.controllers: dict[int, dict] = {}  # replica -> its controller state at its last push
         self.generations: dict[int, int] = {}  # replica -> restarts: calls of older ones are stale
         if restarted:
+            from nasps.checkpoint import load_checkpoint  # torch: only on this rare path
             checkpoint = load_checkpoint(self.path.parent)
             self.controllers = dict(checkpoint["replicas"]) if checkpoint else {}
             log.warning("the recorder was restarted: %d children trained, %d in flight, from the store",
