@@ -115,6 +115,19 @@ def _check_runnable(config, path: str) -> None:
         raise UserInputError(f"{path}: {exc}") from None
 
 
+class _NothingToDo(Exception):
+    """A resumed search whose budget is already met."""
+
+
+def _check_resume(config, run_dir: str) -> None:
+    from nasps.rundir import trained_and_in_flight
+    _check_runnable(config, run_dir)
+    trained, in_flight = trained_and_in_flight(run_dir)
+    if trained >= config.budget.children and not in_flight:
+        raise _NothingToDo(f"{run_dir} has trained {trained} children and budget.children is "
+                           f"{config.budget.children}; --set budget.children=N with a larger N continues it")
+
+
 def _search(args) -> int:
     from nasps.report import format_report, summarize
     from nasps.rundir import default_run_dir, open_for_resume, prepare_run_dir
@@ -124,7 +137,11 @@ def _search(args) -> int:
     if args.resume and args.run_dir:
         raise UserInputError("--run-dir: a resumed search stays in its own directory (--resume RUN_DIR)")
     if args.resume:
-        config = open_for_resume(args.resume, args.overrides, check=lambda c: _check_runnable(c, args.resume))
+        try:
+            config = open_for_resume(args.resume, args.overrides, check=lambda c: _check_resume(c, args.resume))
+        except _NothingToDo as done:
+            print(f"nasps: nothing to do: {done}")
+            return 0
         run_dir = Path(args.resume)
     else:
         config = load_config(args.config, args.overrides)
@@ -236,6 +253,7 @@ class ProgressView:
         self.start = time.time()
         self.last = 0.0
         self.first_trained: Optional[int] = None  # a resumed search starts with some trained
+        self.training_since: Optional[float] = None
         self._live = None
         if self.stream.isatty():
             from rich.console import Console
@@ -248,10 +266,13 @@ class ProgressView:
             self._live.start()
 
     def info(self, p) -> str:
-        elapsed = time.time() - self.start
         if self.first_trained is None:
             self.first_trained = p.trained
         done = p.trained - self.first_trained
+        if self.training_since is None and (p.in_flight or done):
+            self.training_since = time.time()
+        # From the first child on, as the report counts: starting the actors is not throughput.
+        elapsed = time.time() - self.training_since if self.training_since is not None else 0.0
         rate = 60.0 * done / elapsed if elapsed > 0 and done else 0.0
         eta = f"{(self.budget - p.trained) / rate:.1f} min" if rate else "-"
         best = f"{p.best_reward:.5g}" if p.best_reward is not None else "-"

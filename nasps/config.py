@@ -19,7 +19,7 @@ import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Mapping, Optional, Sequence, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -380,7 +380,7 @@ class LanguageModelEvaluatorConfig:
     num_layers: int = option(2, "stacked cell layers", min=1)
     dropout: float = option(0.2, "dropout on the embedding and between layers", min=0.0, below=1.0)
     tie_weights: bool = option(True, "share the embedding and the output layer's weights")
-    learning_rate: float = option(20.0, "SGD learning rate; divided by 4 when validation does not improve",
+    learning_rate: float = option(5.0, "SGD learning rate; divided by 4 when validation does not improve",
                                   above=0.0)
     clip: float = option(0.25, "gradient-norm clipping", above=0.0)
     reward_constant: float = option(80.0, "c in the reward c / ppl^2", above=0.0)
@@ -540,7 +540,25 @@ class FinalTrainingConfig:
                 _check_range(converted, fields[name].metadata, f"grid.{name}[{i}]")
                 checked.append(converted)
             axes.append([(name, v) for v in checked])
-        return [dict(combination) for combination in itertools.product(*axes)]
+        trials = [dict(combination) for combination in itertools.product(*axes)]
+        for name in self.grid:
+            why = _no_effect_in_final_training(name, evaluator, trials)
+            if why:
+                raise ConfigError(f"grid.{name}: has no effect here ({why}); every value would train the same")
+        return trials
+
+
+def _no_effect_in_final_training(name: str, evaluator, trials: list[dict[str, Any]]) -> Optional[str]:
+    """Why a grid key cannot change what final training does, or None when it can."""
+    if name in ("reward", "reward_constant"):
+        return "final training chooses by validation score, not by the search's reward"
+    if name == "timeout_s":
+        return "final training has no deadline"
+    if name == "lr_decay_epoch":
+        schedules = {trial.get("schedule", getattr(evaluator, "schedule", None)) for trial in trials}
+        if "step" not in schedules:
+            return f"only schedule step uses it, and the schedule is {', '.join(sorted(schedules))}"
+    return None
 
 
 # --------------------------------------------------------------------------- loading

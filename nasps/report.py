@@ -6,11 +6,12 @@ Reads ``results.sqlite`` while a search may still be writing it (WAL lets it). T
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from nasps.errors import UserInputError
 from nasps.plots import TOP_KS, RunData, label_of, write_plots
@@ -47,6 +48,7 @@ class StoredRun:
     rounds: list[tuple]
     strategy: Optional[str]
     lost_updates: int = 0
+    run_starts: tuple[float, ...] = ()  # when the search and each resume of it started
 
 
 def load_run(run_dir: str | Path) -> StoredRun:
@@ -55,20 +57,35 @@ def load_run(run_dir: str | Path) -> StoredRun:
         raise UserInputError(f"{run_dir}: no such run directory")
     store = ResultsStore(run_dir / STORE_NAME, readonly=True)
     try:
-        strategy = store.meta().get("config", {}).get("strategy", {}).get("type")
+        meta = store.meta()
+        strategy = meta.get("config", {}).get("strategy", {}).get("type")
+        starts = tuple(t for t in [meta.get("created_at"), *meta.get("resumed_at", [])] if t is not None)
         return StoredRun(run_dir, store.children(), store.pushes(), store.rounds(), strategy,
-                         store.lost_updates())
+                         store.lost_updates(), starts)
     finally:
         store.close()
+
+
+def training_time(trained: list[ChildRow], run_starts: Sequence[float]) -> float:
+    """Seconds the search trained children: for each driver run (the first, then each resume),
+    from its first child's start to its last child's finish. The time between a stop and its
+    resume is not the search's."""
+    resumes = sorted(run_starts)[1:]
+    spans: dict[int, tuple[float, float]] = {}
+    for r in trained:
+        if r.started_at is None or r.finished_at is None:
+            continue
+        run = bisect.bisect_right(resumes, r.started_at)
+        start, end = spans.get(run, (r.started_at, r.finished_at))
+        spans[run] = (min(start, r.started_at), max(end, r.finished_at))
+    return sum(end - start for start, end in spans.values())
 
 
 def summarize(run_dir: str | Path | StoredRun, top: int = 10) -> RunReport:
     run = run_dir if isinstance(run_dir, StoredRun) else load_run(run_dir)
     rows, pushes = run.rows, run.pushes
     trained = [r for r in rows if not r.cached]
-    starts = [r.started_at for r in trained if r.started_at is not None]
-    ends = [r.finished_at for r in trained if r.finished_at is not None]
-    wall = (max(ends) - min(starts)) if starts and ends else 0.0
+    wall = training_time(trained, run.run_starts)
     ranked = ranked_children(rows)
     staleness = [p.staleness for p in pushes if p.applied]
     top_means = {k: statistics.fmean(r.reward for r in ranked[:k]) if len(ranked) >= k else None

@@ -61,8 +61,8 @@ RESUMABLE_SECTIONS = ("budget.", "cluster.")
 def open_for_resume(run_dir: str | Path, overrides: list[str],
                     check: Callable[[Config], None] = lambda config: None) -> Config:
     """The config of the search in ``run_dir``, with ``--set`` changes to its budget and cluster
-    only; checks the store opens. ``check`` (the evaluator imports, the data is there) runs
-    before anything is written. The new config replaces ``config.yaml`` (written, then
+    only; checks the store opens. ``check`` (the evaluator imports, the data is there, there is
+    something left to do) runs before anything is written. The new config replaces ``config.yaml`` (written, then
     renamed) and the store's meta keeps every earlier one."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -76,12 +76,12 @@ def open_for_resume(run_dir: str | Path, overrides: list[str],
             raise UserInputError(f"--set {key}: a resumed search may change only budget.* and cluster.* keys")
     config = load_config(run_dir / CONFIG_NAME, overrides)
     check_resumable(config, load_checkpoint(run_dir))
-    check(config)
     probe = ResultsStore(run_dir / STORE_NAME, readonly=True)  # a damaged store stops here, untouched
     try:
         probe.children()
     finally:
         probe.close()
+    check(config)
     store = ResultsStore(run_dir / STORE_NAME, create=True)  # adds tables a newer nasps has
     try:
         store.children()
@@ -107,3 +107,12 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def trained_and_in_flight(run_dir: str | Path) -> tuple[int, int]:
+    """How many children the search in ``run_dir`` has trained, and how many it left in flight."""
+    store = ResultsStore(Path(run_dir) / STORE_NAME, readonly=True)
+    try:
+        return store.count("cached = 0"), len(store.pending())
+    finally:
+        store.close()

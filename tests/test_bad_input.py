@@ -26,6 +26,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import pytest
 import yaml
 
+from nasps import cli
 from nasps.config import Config, FinalTrainingConfig, config_from_dict, describe, load_config
 from tests.conftest import NASPS, ROOT, TOY_SPACE, block_ray, run_cli
 
@@ -575,6 +576,21 @@ def test_a_resume_whose_evaluator_no_longer_imports_changes_nothing(capsys, tmp_
     (tmp_path / "gone_evaluator.py").write_text("def score(arch):\n    return 0.5\n")
     with pytest.raises(AssertionError, match="accepted"):  # back in place, the resume goes ahead
         run_cli(capsys, "search", "--resume", run_dir, "--set", "budget.children=6")
+
+
+def test_a_resume_with_the_budget_met_says_so_and_starts_nothing(capsys, tmp_path):
+    run_dir = _search_run(tmp_path, "run", TOY_SPACE, "tests.toys:match_fraction", children=3)
+    before = fingerprint(run_dir)
+    for extra in ([], ["--set", "budget.children=2"]):
+        capsys.readouterr()
+        assert cli.main(["search", "--resume", str(run_dir), *extra]) == 0  # Ray would fail the test (no_ray)
+        out, err = capsys.readouterr()
+        assert out.strip().splitlines() == [f"nasps: nothing to do: {run_dir} has trained 3 children and "
+                                            f"budget.children is {2 if extra else 3}; --set budget.children=N "
+                                            "with a larger N continues it"] and not err
+        assert fingerprint(run_dir) == before
+    with pytest.raises(AssertionError, match="accepted"):  # a larger budget goes ahead
+        run_cli(capsys, "search", "--resume", run_dir, "--set", "budget.children=4")
 
 
 # --------------------------------------------------------------------------- damaged results stores

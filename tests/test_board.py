@@ -1,10 +1,12 @@
 """TensorBoard event files hold the numbers the results store holds."""
 
+import time
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from nasps.report import summarize
 from nasps.rundir import open_for_resume
 from nasps.runtime.driver import run_search
 from nasps.search import run_serial
@@ -69,11 +71,22 @@ def test_a_resumed_search_continues_its_curves(ray_session, tmp_path):
     config = toy_config(cluster={"parameter_servers": 2, "replicas": 2, "children_per_replica": 2,
                                  "cpus_per_child": 0.25}, budget={"children": 8})
     run_search(config, tmp_path / "run")
+    time.sleep(3)  # stopped a while before the resume
     run_search(open_for_resume(tmp_path / "run", ["budget.children=16"]), tmp_path / "run", resume=True)
     assert len(list((tmp_path / "run" / "tb").glob("*tfevents*"))) == 2  # one file per driver
     rows, _ = store_of(tmp_path / "run")
-    assert len([r for r in rows if not r.cached]) == 16
+    trained = [r for r in rows if not r.cached]
+    assert len(trained) == 16
     check_board_matches_store(tmp_path / "run")  # every child and update once, steps in order
+
+    # The report's throughput counts each run from its first child to its last, not the pause.
+    resumed_at = ResultsStore(tmp_path / "run" / "results.sqlite", readonly=True).meta()["resumed_at"][0]
+    runs = [[r for r in trained if r.started_at < resumed_at], [r for r in trained if r.started_at >= resumed_at]]
+    spans = [max(r.finished_at for r in run) - min(r.started_at for r in run) for run in runs]
+    report = summarize(tmp_path / "run")
+    assert report.wall_s == pytest.approx(sum(spans))
+    assert report.wall_s < max(r.finished_at for r in trained) - min(r.started_at for r in trained) - 3
+    assert report.trained_per_min == pytest.approx(60 * 16 / sum(spans))
 
 
 def test_tensorboard_off_writes_no_event_files(tmp_path):

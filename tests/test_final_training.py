@@ -120,7 +120,8 @@ def test_bad_training_configs_are_one_line(conv_run, tmp_path, bad_input_cli):
              ("grid: {learning_rate: 0.1}\n", "grid.learning_rate: must be a non-empty list"),
              ("grid: {momentum: [2.0]}\n", "grid.momentum[0]: must be < 1.0"),
              ("width_multiplier: 0\n", "width_multiplier: must be > 0.0"),
-             ("epochs: [1]\n", "epochs: must be")]
+             ("epochs: [1]\n", "epochs: must be"),
+             ("grid: {lr_decay_epoch: [1, 2]}\n", "grid.lr_decay_epoch: has no effect here")]
     for text, needle in cases:
         status, err = refused(conv_run, text)
         assert status == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
@@ -133,9 +134,20 @@ def test_bad_training_configs_are_one_line(conv_run, tmp_path, bad_input_cli):
 def test_grid_points_are_every_combination_in_order():
     training = config_from_dict({"grid": {"learning_rate": [0.1, 0.05], "lr_decay_epoch": [None, 3]}},
                                 FinalTrainingConfig)
-    trials = training.trials(ImageClassificationEvaluatorConfig())
+    step = ImageClassificationEvaluatorConfig(schedule="step")
+    trials = training.trials(step)
     assert trials == [{"learning_rate": 0.1, "lr_decay_epoch": None}, {"learning_rate": 0.1, "lr_decay_epoch": 3},
                       {"learning_rate": 0.05, "lr_decay_epoch": None}, {"learning_rate": 0.05, "lr_decay_epoch": 3}]
+    assert len(config_from_dict({"grid": {"lr_decay_epoch": [1, 2]}}, FinalTrainingConfig).trials(step)) == 2
+    either = config_from_dict({"grid": {"lr_decay_epoch": [1, 2], "schedule": ["cosine", "step"]}}, FinalTrainingConfig)
+    assert len(either.trials(ImageClassificationEvaluatorConfig())) == 4
+    for grid, needle in (({"lr_decay_epoch": [1, 2]}, "grid.lr_decay_epoch: has no effect here (only schedule step "
+                                                       "uses it, and the schedule is cosine)"),
+                         ({"reward": ["accuracy", "best_accuracy"]}, "grid.reward: has no effect here"),
+                         ({"timeout_s": [60.0]}, "grid.timeout_s: has no effect here")):
+        with pytest.raises(ConfigError) as ignored:
+            config_from_dict({"grid": grid}, FinalTrainingConfig).trials(ImageClassificationEvaluatorConfig())
+        assert needle in str(ignored.value)
     with pytest.raises(ConfigError, match="grid.lr_decay_epoch\\[0\\]: must be >= 1"):
         config_from_dict({"grid": {"lr_decay_epoch": [0]}}, FinalTrainingConfig).trials(
             ImageClassificationEvaluatorConfig())

@@ -72,7 +72,16 @@ class TreeCell(nn.Module):
 
 class CellLanguageModel(nn.Module):
     """Embedding -> dropout -> stacked TreeCells -> dropout -> linear decoder (optionally tied to
-    the embedding, which needs embedding size = hidden size)."""
+    the embedding, which needs embedding size = hidden size).
+
+    Initialised as PyTorch's word language model and AWD-LSTM are: embedding (and an untied
+    decoder) uniform in +-0.1, decoder bias 0, cell weights uniform in +-1/sqrt(hidden) (the
+    ``nn.Linear`` default, as for an LSTM). nn.Embedding's own N(0, 1), tied to the decoder,
+    gives logits of standard deviation ~sqrt(hidden): perplexities of 1e7 and more before any
+    training, where guessing uniformly scores the vocabulary size.
+    """
+
+    INIT_RANGE = 0.1
 
     def __init__(self, value: dict, vocab_size: int, hidden_size: int, num_layers: int = 2,
                  dropout: float = 0.2, tie_weights: bool = True):
@@ -84,6 +93,11 @@ class CellLanguageModel(nn.Module):
         self.decoder = nn.Linear(hidden_size, vocab_size)
         if tie_weights:
             self.decoder.weight = self.embedding.weight
+        with torch.no_grad():
+            self.embedding.weight.uniform_(-self.INIT_RANGE, self.INIT_RANGE)
+            if not tie_weights:
+                self.decoder.weight.uniform_(-self.INIT_RANGE, self.INIT_RANGE)
+            self.decoder.bias.zero_()
 
     def initial_state(self, batch: int, device=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         zeros = torch.zeros(batch, self.hidden_size, device=device)

@@ -1,8 +1,9 @@
 """Language-model training of one rnn_cell child: truncated BPTT over resident token columns.
 
 SGD with gradient-norm clipping; the learning rate is divided by 4 after an epoch whose
-validation perplexity did not improve. Failures are results: a non-finite loss raises
-``ChildFailure("diverged")``, running past the deadline ``ChildFailure("timeout")``.
+validation perplexity did not improve. Failures are results: a non-finite loss, or a best
+validation perplexity over twice the vocabulary size (worse than guessing), raises
+``ChildFailure("diverged")``; running past the deadline ``ChildFailure("timeout")``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from nasps.data.text import TextSplits, batchify
 from nasps.evaluators.base import ChildFailure
 
 EVAL_BATCH = 10
+WORSE_THAN_GUESSING = 2  # a child that ends above this many times the vocabulary size diverged
 
 
 @dataclass(frozen=True)
@@ -115,4 +117,8 @@ def train_language_model(model: CellLanguageModel, data: TextSplits, settings: L
             for group in optimizer.param_groups:
                 group["lr"] /= 4.0
         best = min(best, ppl)
+    if best > WORSE_THAN_GUESSING * data.vocab_size:
+        # Its reward c / ppl^2 would be a tiny number indistinguishable from a poor cell's.
+        raise ChildFailure("diverged", f"validation perplexity {best:.4g} after {settings.epochs} epoch(s), "
+                                       f"over {WORSE_THAN_GUESSING}x the {data.vocab_size} of guessing uniformly")
     return record
