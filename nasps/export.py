@@ -68,6 +68,18 @@ def _image_shapes(evaluator) -> tuple[Optional[int], Optional[int]]:
     return None, None
 
 
+def image_input(evaluator) -> Optional[dict]:
+    """The raw images the run's conv children were trained on and how they were normalised
+    (``ImageSplits.preprocessing``), where the dataset is on this machine."""
+    if not isinstance(evaluator, ImageClassificationEvaluatorConfig):
+        return None
+    from nasps.data.images import load_image_splits
+    try:
+        return load_image_splits(evaluator.dataset, evaluator.validation_size, evaluator.seed).preprocessing
+    except UserInputError:
+        return None  # the images are not on this machine: build_model asks for the statistics
+
+
 def _vocab_size(evaluator) -> Optional[int]:
     if not isinstance(evaluator, LanguageModelEvaluatorConfig):
         return None
@@ -82,8 +94,9 @@ def _arg(name: str, default: Any) -> str:
     return f"{name}: int" if default is None else f"{name}: int = {default!r}"
 
 
-def standalone_source(value: dict, config_raw: dict) -> Optional[str]:
-    """A Python file that rebuilds ``value`` with torch only; None for spaces without a network."""
+def standalone_source(value: dict, config_raw: dict, inputs: Optional[dict] = None) -> Optional[str]:
+    """A Python file that rebuilds ``value`` with torch only; None for spaces without a network.
+    ``inputs``: a conv network's preprocessing (``image_input``), or None where it is unknown."""
     config = config_from_dict(config_raw)
     space_type = config.space.type
     architecture = pprint.pformat(value, width=100)  # a Python literal (True, None), not JSON
@@ -91,16 +104,25 @@ def standalone_source(value: dict, config_raw: dict) -> Optional[str]:
         from nasps.children import conv as module
         channels, classes = _image_shapes(config.evaluator)
         eps = getattr(config.evaluator, "bn_epsilon", 1e-5)
+        known = inputs is not None
+        statistics = ("input_mean: Sequence[float] = INPUT['mean'], input_std: Sequence[float] = INPUT['std']"
+                      if known else "*, input_mean: Sequence[float], input_std: Sequence[float]")
         tail = f'''
 
 # --------------------------------------------------------------------------- exported by nasps
 ARCHITECTURE = {architecture}
 
+# The images the search trained on{"" if known else ": unknown (the dataset was not on the exporting machine)"}
+INPUT = {pprint.pformat(inputs, width=100)}
+
 
 def build_model({_arg("in_channels", channels)}, {_arg("num_classes", classes)},
-                width_multiplier: float = 1.0, bn_epsilon: float = {eps!r}) -> ConvNet:
-    """The searched network, freshly initialised."""
-    return ConvNet(ARCHITECTURE, in_channels, num_classes, width_multiplier, bn_epsilon)
+                width_multiplier: float = 1.0, bn_epsilon: float = {eps!r},
+                {statistics}) -> ConvNet:
+    """The searched network, freshly initialised. It takes raw images, float pixels in [0, 1]
+    of shape (N, C, H, W), and normalises them per channel with input_mean and input_std, the
+    training split's statistics (INPUT), as the search did before training it."""
+    return ConvNet(ARCHITECTURE, in_channels, num_classes, width_multiplier, bn_epsilon, input_mean, input_std)
 '''
     elif space_type == "rnn_cell":
         from nasps.children import rnn as module
@@ -134,10 +156,12 @@ def export(run_dir: str | Path, rank: int, out: str | Path) -> list[Path]:
     Files already there are never overwritten."""
     run_dir, out = Path(run_dir), Path(out)
     row, config_raw = ranked_child(run_dir, rank)
-    source = standalone_source(row.arch, config_raw)
+    inputs = image_input(config_from_dict(config_raw).evaluator) if config_raw["space"]["type"] == "conv" else None
+    source = standalone_source(row.arch, config_raw, inputs)
     targets = {ARCH_FILE: json.dumps({"rank": rank, "child_id": row.id, "reward": row.reward,
                                       "metrics": row.metrics, "space": config_raw["space"]["type"],
-                                      "architecture": row.arch, "summary": describe(row.arch)},
+                                      "architecture": row.arch, "summary": describe(row.arch),
+                                      "input": inputs},
                                      indent=2, sort_keys=True) + "\n"}
     if source is not None:
         targets[MODEL_FILE] = source

@@ -135,7 +135,8 @@ def _train_conv(job: TrainingJob, settings: ImageClassificationEvaluatorConfig):
         test = accuracy(model, data.test_x, data.test_y, settings.batch_size, contextlib.nullcontext)
     return model.cpu(), {"val_accuracy": trained.val_accuracies[-1], "val_accuracies": trained.val_accuracies,
                          "score": trained.val_accuracies[-1], "test_accuracy": test,
-                         "in_channels": data.channels, "num_classes": data.num_classes}
+                         "in_channels": data.channels, "num_classes": data.num_classes,
+                         "input": data.preprocessing}
 
 
 def _train_cell(job: TrainingJob, settings: LanguageModelEvaluatorConfig):
@@ -200,11 +201,12 @@ def save(out: Path, job: TrainingJob, records: list[dict], best: dict,
         "evaluator": config_to_dict(dataclasses.replace(job.evaluator, **best["settings"])),
         "width_multiplier": job.training.width_multiplier, "seed": job.training.seed,
         "grid": {k: list(v) for k, v in job.training.grid.items()},
-        "trials": [{k: v for k, v in r.items() if not k.startswith("test_")} for r in records],
+        "trials": [{k: v for k, v in r.items() if not k.startswith("test_") and k != "input"} for r in records],
         "chosen_trial": best["trial"], "validation": {k: best[k] for k in best if k.startswith("val_")},
         "test": {k: best[k] for k in best if k.startswith("test_")},
         "weights": {"file": name, "format": job.training.weights_format, "sha256": digest},
         "model": {k: best[k] for k in ("in_channels", "num_classes", "vocab_size", "hidden_size") if k in best},
+        "input": best.get("input"),  # conv: the raw images the weights expect, and their normalisation
         "nasps_version": nasps.__version__, "finished_at": time.time(),
     }
     tmp = out / (RECORD_FILE + ".tmp")

@@ -9,6 +9,8 @@ import subprocess
 import torch
 
 from nasps.children import CellLanguageModel, build_conv_net
+from nasps.config import DigitsDatasetConfig
+from nasps.data.images import load_image_splits
 from tests.conftest import NASPS, ROOT, random_search
 
 
@@ -42,9 +44,16 @@ def test_conv_export_equals_nasps_builder(tmp_path):
     assert imported_roots(model_file) <= {"__future__", "typing", "torch"}
     exported = load_module(model_file).build_model()  # digits: 1 channel, 10 classes by default
     ours = build_conv_net(record["architecture"], 1, 10)
-    exported.load_state_dict(ours.state_dict())
-    x = torch.randn(4, 1, 8, 8)
-    torch.testing.assert_close(exported.eval()(x), ours.eval()(x))
+    exported.load_state_dict(ours.state_dict())  # the normalisation is no weight: the same state dict
+    # The exported model takes raw pixels and normalises them with the statistics the search's
+    # children were trained with; nasps's own takes them normalised.
+    splits = load_image_splits(DigitsDatasetConfig(), None, 0)
+    inputs = record["input"]
+    assert (inputs["channels"], inputs["height"], inputs["width"]) == (1, 8, 8)
+    assert inputs["mean"] == list(splits.input_mean) and inputs["std"] == list(splits.input_std)
+    raw = torch.rand(4, 1, 8, 8)
+    normalised = (raw - torch.tensor(inputs["mean"]).view(1, -1, 1, 1)) / torch.tensor(inputs["std"]).view(1, -1, 1, 1)
+    torch.testing.assert_close(exported.eval()(raw), ours.eval()(normalised))
 
 
 def test_rnn_cell_export_equals_nasps_builder(tmp_path):

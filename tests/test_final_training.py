@@ -18,12 +18,14 @@ from nasps.config import (
     PtbDatasetConfig,
     config_from_dict,
 )
-from nasps.data.images import load_image_splits
+from nasps.data.images import _test_split, load_image_splits
 from nasps.data.text import load_text_splits
 from nasps.errors import ConfigError
+from nasps.export import export
 from nasps.training.image import accuracy
 from nasps.training.language import perplexity
 from tests.conftest import NASPS, ROOT, random_search
+from tests.test_export import load_module
 
 
 def ptb_folder(folder):
@@ -84,6 +86,17 @@ weights_format: safetensors
     assert test == pytest.approx(record["test"]["test_accuracy"])
     assert record["test"]["test_accuracy"] > 0.3  # well above chance (0.1) after 3 epochs
     assert model.layers[0].op[0].out_channels == round(1.5 * record["architecture"]["layers"][0]["num_filters"])
+
+    # Exported, the same weights take the raw test images (pixels in [0, 1], as a user has
+    # them) and score exactly the test accuracy nasps reported; training.json says how.
+    exported_files = export(conv_run, 2, tmp_path / "export")
+    module = load_module(exported_files[-1])
+    exported = module.build_model(width_multiplier=1.5, bn_epsilon=0.001)
+    exported.load_state_dict(load_file(weights_file))
+    raw_x, raw_y = _test_split(DigitsDatasetConfig())
+    assert float(raw_x.min()) >= 0 and float(raw_x.max()) <= 1
+    assert accuracy(exported.eval(), raw_x, raw_y, 256, contextlib.nullcontext) == record["test"]["test_accuracy"]
+    assert record["input"]["mean"] == module.INPUT["mean"] and record["input"]["std"] == module.INPUT["std"]
 
     # The output is never overwritten.
     again = train(tmp_path, f"{conv_run}:2", "epochs: 1\n", "--out", str(out), "--address", ray_session)

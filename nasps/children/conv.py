@@ -13,7 +13,7 @@ buildable:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -65,9 +65,18 @@ class ConvLayer(nn.Module):
 
 
 class ConvNet(nn.Module):
+    """The network of a value. With ``input_mean`` and ``input_std`` (per channel) it takes raw
+    images and normalises them itself, as its training data was (an exported model); without,
+    it takes images already normalised (a child in a search, whose data is)."""
+
     def __init__(self, value: dict, in_channels: int, num_classes: int, width_multiplier: float = 1.0,
-                 bn_epsilon: float = 1e-5):
+                 bn_epsilon: float = 1e-5, input_mean: Optional[Sequence[float]] = None,
+                 input_std: Optional[Sequence[float]] = None):
         super().__init__()
+        self.normalises = input_mean is not None and input_std is not None
+        if self.normalises:  # buffers outside the state dict: trained weights load either way
+            self.register_buffer("input_mean", torch.tensor(input_mean).view(1, -1, 1, 1), persistent=False)
+            self.register_buffer("input_std", torch.tensor(input_std).view(1, -1, 1, 1), persistent=False)
         specs = value["layers"]
         self.inputs = [tuple(spec["inputs"]) for spec in specs]
         fed = {j for inputs in self.inputs for j in inputs}
@@ -83,6 +92,8 @@ class ConvNet(nn.Module):
         self.classifier = nn.Linear(sum(channels[i] for i in self.sinks), num_classes)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.normalises:
+            image = (image - self.input_mean) / self.input_std
         outputs: list[torch.Tensor] = []
         for layer, inputs in zip(self.layers, self.inputs):
             x = pad_and_concatenate([outputs[j] for j in inputs]) if inputs else image

@@ -38,6 +38,18 @@ class ImageSplits:
     name: str
     test_x: Optional[torch.Tensor] = None  # only for final training (``with_test``), never in a search
     test_y: Optional[torch.Tensor] = None
+    # How raw pixels (float in [0, 1]) were normalised: per channel, with the training split's
+    # statistics. Every split above is normalised; an exported model does it itself.
+    input_mean: tuple[float, ...] = ()
+    input_std: tuple[float, ...] = ()
+
+    @property
+    def preprocessing(self) -> dict:
+        """What a model trained on these splits expects, as the records write it down."""
+        return {"pixels": "float in [0, 1], (N, C, H, W)", "channels": self.channels,
+                "height": int(self.train_x.shape[2]), "width": int(self.train_x.shape[3]),
+                "mean": list(self.input_mean), "std": list(self.input_std),
+                "normalise": "(pixels - mean) / std per channel, the training split's statistics"}
 
     @property
     def channels(self) -> int:
@@ -48,7 +60,7 @@ class ImageSplits:
             return t.to(device) if t is not None else None
         return ImageSplits(self.train_x.to(device), self.train_y.to(device), self.val_x.to(device),
                            self.val_y.to(device), self.num_classes, self.name, move(self.test_x),
-                           move(self.test_y))
+                           move(self.test_y), self.input_mean, self.input_std)
 
 
 CIFAR10_VALIDATION = 5000  # the paper's validation split
@@ -86,7 +98,7 @@ def load_image_splits(config, validation_size: Optional[int], seed: int, with_te
         if test is not None:
             test_x, test_y = ((test[0] - mean) / std).contiguous(), test[1]
     return ImageSplits(x[train].contiguous(), y[train], x[val].contiguous(), y[val], num_classes, name,
-                       test_x, test_y)
+                       test_x, test_y, tuple(mean.flatten().tolist()), tuple(std.flatten().tolist()))
 
 
 def _test_split(config) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
