@@ -293,6 +293,9 @@ class ImageFolderDatasetConfig:
 
     type: Literal["image_folder"] = option("image_folder", "dataset type")
     root: str = required("folder with one sub-folder of images per class")
+    test_root: Union[str, None] = option(
+        None, "a folder of the same class folders holding test images, read only by nasps train "
+              "(never by a search); null = no test split")
     image_size: int = option(32, "images are resized to image_size x image_size pixels", min=1)
     grayscale: bool = option(False, "read images as one grey channel instead of RGB")
 

@@ -93,9 +93,10 @@ def _check_data(evaluator) -> None:
     """The one-line error for missing data, here, before any worker starts."""
     if isinstance(evaluator, ImageClassificationEvaluatorConfig):
         from nasps.data.images import check_available
+        check_available(evaluator.dataset, with_test=True)
     else:
         from nasps.data.text import check_available
-    check_available(evaluator.dataset)
+        check_available(evaluator.dataset)
 
 
 def train_trial(job: TrainingJob, index: int) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -20,7 +20,7 @@ from nasps.config import (
 )
 from nasps.data.images import _test_split, load_image_splits
 from nasps.data.text import load_text_splits
-from nasps.errors import ConfigError
+from nasps.errors import ConfigError, UserInputError
 from nasps.export import export
 from nasps.training.image import accuracy
 from nasps.training.language import perplexity
@@ -164,3 +164,41 @@ def test_grid_points_are_every_combination_in_order():
     with pytest.raises(ConfigError, match="grid.lr_decay_epoch\\[0\\]: must be >= 1"):
         config_from_dict({"grid": {"lr_decay_epoch": [0]}}, FinalTrainingConfig).trials(
             ImageClassificationEvaluatorConfig())
+
+
+def png_classes(folder, count, seed):
+    """Two classes of generated 10x12 PNGs: dark and bright, with noise."""
+    from PIL import Image
+    g = torch.Generator().manual_seed(seed)
+    for name, level in (("dark", 40), ("bright", 210)):
+        (folder / name).mkdir(parents=True)
+        for i in range(count):
+            noise = torch.randint(-30, 30, (10, 12, 3), generator=g)
+            Image.fromarray((noise + level).clamp(0, 255).to(torch.uint8).numpy()).save(folder / name / f"{i}.png")
+
+
+def test_an_image_folder_test_root_is_read_by_final_training_only(tmp_path):
+    from nasps.final import prepare, train_trial
+    png_classes(tmp_path / "train", 12, 0)
+    png_classes(tmp_path / "test", 5, 1)
+    dataset = {"type": "image_folder", "root": str(tmp_path / "train"), "image_size": 8,
+               "test_root": str(tmp_path / "nowhere")}  # a search never reads it
+    space = {"type": "conv", "num_filters": [4], "curriculum": {"start_depth": 2, "add_layers": 0}}
+    run = random_search(tmp_path, space, {"type": "image_classification", "epochs": 2, "validation_size": 4,
+                                          "dataset": dataset, "reward": "accuracy"}, children=2)
+
+    def trained(test_root):
+        evaluator = {"type": "image_classification", "epochs": 8, "batch_size": 8, "validation_size": 4,
+                     "reward": "accuracy", "dataset": {**dataset, "test_root": test_root}}
+        job = prepare(str(run), config_from_dict({"evaluator": evaluator}, FinalTrainingConfig))
+        return train_trial(job, 0)[0]
+
+    with pytest.raises(UserInputError, match="evaluator.dataset.test_root: .*nowhere is not a folder"):
+        trained(str(tmp_path / "nowhere"))
+    assert trained(None)["test_accuracy"] is None  # no test split, as before
+    record = trained(str(tmp_path / "test"))
+    assert record["test_accuracy"] == pytest.approx(round(record["test_accuracy"] * 10) / 10)  # of 10 images
+    assert record["test_accuracy"] >= 0.9  # dark against bright
+    (tmp_path / "test" / "grey").mkdir()
+    with pytest.raises(UserInputError, match="test_root: .* has the classes bright, dark, grey, not those of the root"):
+        trained(str(tmp_path / "test"))

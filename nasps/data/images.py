@@ -115,6 +115,9 @@ def _test_split(config) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
             raise UserInputError(f"evaluator.dataset.root: no CIFAR-10 test batch under {config.root} "
                                  f"({exc})") from None
         return torch.tensor(data.data).permute(0, 3, 1, 2).float() / 255.0, torch.tensor(data.targets)
+    if isinstance(config, ImageFolderDatasetConfig) and config.test_root is not None:
+        x, y, _ = _image_folder(config, "test_root")
+        return x, y
     return None
 
 
@@ -152,22 +155,26 @@ def _cifar10_train(config: Cifar10DatasetConfig) -> tuple[torch.Tensor, torch.Te
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
-def class_folders(config: ImageFolderDatasetConfig) -> tuple[Path, list[str]]:
-    """The dataset's root and its class folders, sorted (hidden folders are not classes).
-    A missing root or fewer than two classes is a clear error."""
-    root = Path(config.root).expanduser()
+def class_folders(config: ImageFolderDatasetConfig, key: str = "root") -> tuple[Path, list[str]]:
+    """The dataset's root (or ``test_root``) and its class folders, sorted (hidden folders are
+    not classes). A missing root, fewer than two classes, or a test root whose classes are not
+    the training root's is a clear error."""
+    root = Path(getattr(config, key)).expanduser()
     if not root.is_dir():
-        raise UserInputError(f"evaluator.dataset.root: {root} is not a folder of class folders")
+        raise UserInputError(f"evaluator.dataset.{key}: {root} is not a folder of class folders")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
-        raise UserInputError(f"evaluator.dataset.root: {root} needs at least two class folders "
-                             f"(root/<class>/<image>), found {len(classes)}")
+        raise UserInputError(f"evaluator.dataset.{key}: {root} needs at least two class folders "
+                             f"({key}/<class>/<image>), found {len(classes)}")
+    if key != "root" and classes != (trained := class_folders(config)[1]):
+        raise UserInputError(f"evaluator.dataset.{key}: {root} has the classes {', '.join(classes)}, "
+                             f"not those of the root ({', '.join(trained)})")
     return root, classes
 
 
-def _image_folder(config: ImageFolderDatasetConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
+def _image_folder(config: ImageFolderDatasetConfig, key: str = "root") -> tuple[torch.Tensor, torch.Tensor, str]:
     from PIL import Image, UnidentifiedImageError
-    root, classes = class_folders(config)
+    root, classes = class_folders(config, key)
     images, labels = [], []
     size = (config.image_size, config.image_size)
     for label, name in enumerate(classes):
@@ -179,21 +186,22 @@ def _image_folder(config: ImageFolderDatasetConfig) -> tuple[torch.Tensor, torch
                 with Image.open(path) as image:
                     pixels = image.convert("L" if config.grayscale else "RGB").resize(size)
             except (OSError, UnidentifiedImageError) as exc:
-                raise UserInputError(f"evaluator.dataset.root: cannot read image {path} ({exc})") from None
+                raise UserInputError(f"evaluator.dataset.{key}: cannot read image {path} ({exc})") from None
             tensor = torch.frombuffer(bytearray(pixels.tobytes()), dtype=torch.uint8)
             images.append(tensor.view(size[1], size[0], -1).permute(2, 0, 1))
             labels.append(label)
         if len(images) == before:
-            raise UserInputError(f"evaluator.dataset.root: the class folder {root / name} holds no images "
+            raise UserInputError(f"evaluator.dataset.{key}: the class folder {root / name} holds no images "
                                  f"({', '.join(sorted(IMAGE_SUFFIXES))})")
     if not images:
-        raise UserInputError(f"evaluator.dataset.root: no images under {root}")
+        raise UserInputError(f"evaluator.dataset.{key}: no images under {root}")
     return torch.stack(images).float() / 255.0, torch.tensor(labels), f"image_folder {root}"
 
 
-def check_available(config) -> None:
+def check_available(config, with_test: bool = False) -> None:
     """Fail early, with the one-line error a user needs, when a dataset's files are not there
-    (checked before any actor starts; loading happens in the workers)."""
+    (checked before any actor starts; loading happens in the workers). ``with_test``: final
+    training's, which also reads an image folder's test root (a search never does)."""
     if isinstance(config, Cifar10DatasetConfig):
         folder = Path(config.root).expanduser() / "cifar-10-batches-py"
         if not (folder / "data_batch_1").is_file() and not config.download:
@@ -202,3 +210,5 @@ def check_available(config) -> None:
                 "cifar-10-batches-py folder there, or set evaluator.dataset.download: true")
     elif isinstance(config, ImageFolderDatasetConfig):
         class_folders(config)
+        if with_test and config.test_root is not None:
+            class_folders(config, "test_root")
