@@ -276,6 +276,8 @@ class ProgressView:
         rate = 60.0 * done / elapsed if elapsed > 0 and done else 0.0
         eta = f"{(self.budget - p.trained) / rate:.1f} min" if rate else "-"
         best = f"{p.best_reward:.5g}" if p.best_reward is not None else "-"
+        if p.best_metric:
+            best += f" ({p.best_metric})"
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(p.by_status.items())) or "-"
         depth = self.depth_at(p.samples)
         depth_text = f"  depth {depth}" if depth is not None else ""

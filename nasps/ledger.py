@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
-from nasps.evaluators import ChildResult
+from nasps.evaluators import ChildResult, headline
 from nasps.spaces import Architecture
 from nasps.store import PushRow, ResultsStore, RoundStats
 
@@ -88,6 +88,7 @@ class Progress:
     in_flight: int = 0
     samples: int = 0
     best_reward: Optional[float] = None
+    best_metric: Optional[str] = None  # what people read of that child: "val 93.10%", "ppl 81.2"
     by_status: dict[str, int] = field(default_factory=dict)
     stop_reason: Optional[str] = None  # budget | sample_cap | failures | store | interrupted
     updates: int = 0  # controller updates committed (pushes of all replicas)
@@ -118,7 +119,7 @@ class Ledger:
         for row in rows:
             since = run_started_at is None or (row.finished_at or 0.0) >= run_started_at
             self._note(row.arch_hash, Outcome(row.id, row.status, row.reward, row.cached, row.error),
-                       reusable_failure=since)
+                       reusable_failure=since, metrics=row.metrics)
         self.progress.failures_in_a_row, self.progress.last_error = 0, None  # a streak is per driver run
         self.max_failures = max_consecutive_failures
         self.recovered: list[Architecture] = []  # admitted, not finished, and nobody trains them
@@ -218,8 +219,8 @@ class Ledger:
                     replica=replica, controller_version=controller_version, worker=result.worker,
                     started_at=result.started_at, finished_at=result.finished_at, depth=arch.depth)
                 written.append((k, arch, Outcome(row_id, result.status, result.reward, cached=False,
-                                                 error=result.error)))
-        for k, arch, outcome in written:
+                                                 error=result.error), result.metrics))
+        for k, arch, outcome, metrics in written:
             if arch in self.recovered:  # a late result of a child that was to be trained again
                 self.recovered.remove(arch)
             self._in_flight[arch.hash] -= 1
@@ -228,7 +229,7 @@ class Ledger:
                 if arch in running:
                     running.remove(arch)
                     break
-            self._note(arch.hash, outcome)
+            self._note(arch.hash, outcome, metrics=metrics)
             outcomes[k] = outcome
         return outcomes
 
@@ -276,7 +277,8 @@ class Ledger:
             return False
         return self.progress.stop_reason is not None or self.progress.trained >= self.budget
 
-    def _note(self, arch_hash: str, outcome: Outcome, reusable_failure: bool = True) -> None:
+    def _note(self, arch_hash: str, outcome: Outcome, reusable_failure: bool = True,
+              metrics: Optional[Mapping[str, Any]] = None) -> None:
         p = self.progress
         if outcome.cached:
             p.cached += 1
@@ -287,8 +289,10 @@ class Ledger:
                 self._reusable.setdefault(arch_hash, outcome)
         self._statuses[outcome.status] += 1
         p.by_status = dict(self._statuses)
-        if outcome.reward is not None and math.isfinite(outcome.reward):
-            p.best_reward = outcome.reward if p.best_reward is None else max(p.best_reward, outcome.reward)
+        if outcome.reward is not None and math.isfinite(outcome.reward) and \
+                (p.best_reward is None or outcome.reward > p.best_reward):
+            p.best_reward = outcome.reward
+            p.best_metric = headline(metrics or {})
         if outcome.status == "ok":
             p.failures_in_a_row = 0
         elif outcome.status in FAILURES:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import matplotlib
 
@@ -35,10 +35,41 @@ class RunData:
     label: str
     rows: list[ChildRow]
     rounds: list[tuple]  # the store's rounds: (replica, seq, baseline, entropy, mean_reward, ...)
+    metric: Optional["MetricScale"] = None  # the reward as the validation metric it is made of
 
     @property
     def trained(self) -> list[ChildRow]:
         return [r for r in self.rows if not r.cached]
+
+
+@dataclass(frozen=True)
+class MetricScale:
+    """A built-in evaluator's reward read as the metric people know, for a second axis."""
+
+    label: str
+    from_reward: Callable[[Any], Any]
+    to_reward: Callable[[Any], Any]
+
+
+def metric_scale(evaluator: Mapping[str, Any]) -> Optional[MetricScale]:
+    """The validation metric the reward of an evaluator section is a function of (None for a
+    python evaluator, whose reward is its own)."""
+    import numpy as np
+    kind = evaluator.get("type")
+    if kind == "image_classification":
+        power = 3 if evaluator.get("reward", "accuracy_cubed_last5") == "accuracy_cubed_last5" else 1
+        return MetricScale("validation accuracy (%)", lambda r: 100 * np.clip(r, 0, None) ** (1 / power),
+                           lambda a: (np.clip(a, 0, None) / 100) ** power)
+    if kind == "language_model":
+        c = float(evaluator.get("reward_constant", 80.0))
+        return MetricScale("validation perplexity", lambda r: np.sqrt(c / np.clip(r, 1e-300, None)),
+                           lambda p: c / np.clip(p, 1e-150, None) ** 2)
+    return None
+
+
+def _metric_axis(ax, metric: Optional[MetricScale]) -> None:
+    if metric is not None:
+        ax.secondary_yaxis("right", functions=(metric.from_reward, metric.to_reward)).set_ylabel(metric.label)
 
 
 def top_k_curve(rows: Sequence[ChildRow], k: int) -> tuple[list[int], list[float]]:
@@ -112,6 +143,7 @@ def _rewards(run: RunData):
     note = f" ({failed} not ok, not shown)" if failed else ""
     ax.set(xlabel="children trained (order of finishing)", ylabel="reward",
            title=f"Reward of every child: {run.label}{note}")
+    _metric_axis(ax, run.metric)
     ax.legend(loc="lower right")
     return figure
 
@@ -129,6 +161,8 @@ def _control(runs: Sequence[RunData]):
                 ax.plot(xs, ys, styles[k], color=color, lw=1.5, label=f"{run.label}: top {k}")
     ax.set(xlabel="children trained", ylabel="mean reward of the top k",
            title="Top-k rewards against children trained")
+    if len({run.metric.label if run.metric else None for run in runs}) == 1:
+        _metric_axis(ax, runs[0].metric)
     ax.legend(loc="lower right", ncol=max(1, len(runs)))
     return figure
 

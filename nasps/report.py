@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from nasps.errors import UserInputError
-from nasps.plots import TOP_KS, RunData, label_of, write_plots
+from nasps.evaluators import headline
+from nasps.plots import TOP_KS, RunData, label_of, metric_scale, write_plots
 from nasps.spaces import describe
 from nasps.store import STORE_NAME, ChildRow, PushRow, ResultsStore, ranked_children
 
@@ -49,6 +50,7 @@ class StoredRun:
     strategy: Optional[str]
     lost_updates: int = 0
     run_starts: tuple[float, ...] = ()  # when the search and each resume of it started
+    evaluator: Optional[dict] = None  # the config's evaluator section
 
 
 def load_run(run_dir: str | Path) -> StoredRun:
@@ -61,7 +63,7 @@ def load_run(run_dir: str | Path) -> StoredRun:
         strategy = meta.get("config", {}).get("strategy", {}).get("type")
         starts = tuple(t for t in [meta.get("created_at"), *meta.get("resumed_at", [])] if t is not None)
         return StoredRun(run_dir, store.children(), store.pushes(), store.rounds(), strategy,
-                         store.lost_updates(), starts)
+                         store.lost_updates(), starts, meta.get("config", {}).get("evaluator"))
     finally:
         store.close()
 
@@ -109,11 +111,12 @@ def format_report(report: RunReport) -> str:
     if report.top:
         lines.append("")
         lines.append(f"top {len(report.top)} architectures:")
-        lines.append(f"{'rank':>4}  {'id':>5}  {'reward':>10}  {'time_s':>7}  architecture")
+        lines.append(f"{'rank':>4}  {'id':>5}  {'reward':>10}  {'validation':>12}  {'time_s':>7}  architecture")
         for rank, r in enumerate(report.top, 1):
             first, *more = describe(r.arch)
-            lines.append(f"{rank:>4}  {r.id:>5}  {r.reward:>10.5g}  {r.duration_s or 0:>7.2f}  {first}")
-            lines.extend(" " * 36 + line for line in more)
+            read = headline(r.metrics) or "-"
+            lines.append(f"{rank:>4}  {r.id:>5}  {r.reward:>10.5g}  {read:>12}  {r.duration_s or 0:>7.2f}  {first}")
+            lines.extend(" " * 50 + line for line in more)
     else:
         lines.append("no child finished with status ok yet")
     return "\n".join(lines)
@@ -156,5 +159,6 @@ def write_report_plots(run: StoredRun, compare: list[StoredRun], top: int = 3) -
     except OSError as exc:
         raise UserInputError(f"{out_dir}: cannot write the plots ({exc.strerror}); "
                              f"use --no-plots to print the report only") from None
-    data = [RunData(label_of(r.run_dir, r.strategy), r.rows, r.rounds) for r in [run, *compare]]
+    data = [RunData(label_of(r.run_dir, r.strategy), r.rows, r.rounds, metric_scale(r.evaluator or {}))
+            for r in [run, *compare]]
     return write_plots(data[0], out_dir, data[1:], top=top)

@@ -117,3 +117,27 @@ def test_plots_that_cannot_be_written_are_one_line(tmp_path):
     assert "--no-plots" in done.stderr
     assert (rnd / "report").read_text() == "a file where the plots would go"
     assert report(rnd, "--no-plots").stdout.startswith("run:")
+
+
+def test_the_metric_people_read_is_beside_the_reward(tmp_path):
+    """Validation accuracy (or perplexity) next to the reward: in the search's progress, the
+    report's top table, and as the plots' second axis, read off the reward's own formula."""
+    from nasps.evaluators import headline
+    from nasps.plots import metric_scale
+    from nasps.report import format_report, summarize
+    space = {"type": "conv", "num_filters": [4], "curriculum": {"start_depth": 2, "add_layers": 0}}
+    config = config_from_dict({"space": space, "strategy": {"type": "random"}, "budget": {"children": 3},
+                               "evaluator": {"type": "image_classification", "epochs": 1}})
+    progress, _ = run_serial(config, tmp_path / "run")
+    report = summarize(tmp_path / "run")
+    best = report.top[0]
+    assert progress.best_metric == headline(best.metrics) == f"val {100 * best.metrics['best_val_accuracy']:.2f}%"
+    first = next(line for line in format_report(report).splitlines() if line.split()[:2] == ["1", str(best.id)])
+    assert progress.best_metric.split()[1] in first.split()  # rank, id, reward, validation accuracy, ...
+    cubed = metric_scale({"type": "image_classification"})
+    assert cubed.from_reward(0.9 ** 3) == pytest.approx(90.0) and cubed.to_reward(90.0) == pytest.approx(0.729)
+    assert metric_scale({"type": "image_classification", "reward": "accuracy"}).from_reward(0.5) == pytest.approx(50)
+    ppl = metric_scale({"type": "language_model"})
+    assert ppl.from_reward(80 / 120 ** 2) == pytest.approx(120.0) and ppl.to_reward(120.0) == pytest.approx(80 / 14400)
+    assert metric_scale({"type": "python"}) is None
+    assert headline({"best_val_perplexity": 81.23}) == "ppl 81.23" and headline({"loss": 1}) is None

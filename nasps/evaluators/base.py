@@ -32,6 +32,19 @@ class Score:
     metrics: Mapping[str, Any] = field(default_factory=dict)
 
 
+def headline(metrics: Mapping[str, Any]) -> Optional[str]:
+    """The figure people read beside a child's reward: its best validation accuracy in %, or
+    its best validation perplexity (None when the metrics have neither, as a python
+    evaluator's may not)."""
+    accuracy = metrics.get("best_val_accuracy", metrics.get("val_accuracy"))
+    if isinstance(accuracy, (int, float)) and math.isfinite(accuracy):
+        return f"val {100 * accuracy:.2f}%"
+    perplexity = metrics.get("best_val_perplexity", metrics.get("val_perplexity"))
+    if isinstance(perplexity, (int, float)) and math.isfinite(perplexity):
+        return f"ppl {perplexity:.4g}"
+    return None
+
+
 class ChildFailure(Exception):
     """Raised by an evaluator to end a child with a given status (for example ``diverged``)."""
 
