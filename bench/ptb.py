@@ -1,10 +1,15 @@
-"""Language-model child speed on Penn Treebank: tokens/s of nasps's trainer against a plain loop.
+"""Language-model children on Penn Treebank: speed against a plain loop, quality against nn.LSTM.
 
 Both train the same base-8 cell (a stable hand-picked one: some sampled cells diverge at lr 20) in the same
 2-layer language model, from the same initial weights, with SGD, clipping and truncated BPTT on
 ../shared/data/ptb (or --root). The plain loop is what one writes by hand: every time step
 calls the cell on that step's embedding (``cell(x_t, state)``), where nasps projects the whole
 sequence's inputs in one product first. Ratio = nasps / plain; above 1 nasps is faster.
+
+Quality: the same cell and a ``torch.nn.LSTM`` of the same size, each in the same language
+model (embedding, dropout, tied decoder, nasps's initialisation), trained by nasps's trainer with
+the evaluator's default settings on the same tokens: validation perplexity of each, and the
+ratio cell / LSTM (1.10 = the cell is 10% worse).
 
     python bench/ptb.py [--root DIR] [--max-tokens N] [--threads 2]
 """
@@ -23,11 +28,28 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nasps.children import CellLanguageModel  # noqa: E402
-from nasps.config import PtbDatasetConfig  # noqa: E402
+from nasps.config import LanguageModelEvaluatorConfig, PtbDatasetConfig  # noqa: E402
 from nasps.data.text import batchify, load_text_splits  # noqa: E402
 from nasps.training.language import LMSettings, train_language_model  # noqa: E402
 
 BATCH, BPTT, HIDDEN, LR, CLIP = 20, 35, 200, 20.0, 0.25
+
+
+class LSTMLanguageModel(CellLanguageModel):
+    """The reference: nasps's language model with nn.LSTM in place of the searched cells."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, num_layers: int = 2, dropout: float = 0.2):
+        super().__init__(stable_cell(2), vocab_size, hidden_size, num_layers, dropout, True)
+        del self.cells
+        self.lstm = torch.nn.LSTM(hidden_size, hidden_size, num_layers, dropout=dropout)
+
+    def initial_state(self, batch: int, device=None):
+        zeros = torch.zeros(self.lstm.num_layers, batch, self.hidden_size, device=device)
+        return [(zeros, zeros)]
+
+    def forward(self, tokens: torch.Tensor, state):
+        outputs, (h, c) = self.lstm(self.dropout(self.embedding(tokens)), state[0])
+        return self.decoder(self.dropout(outputs)), [(h, c)]
 
 
 def stable_cell(base: int) -> dict:
@@ -97,6 +119,19 @@ def main() -> None:
     print(f"PTB word level, base-8 cell, 2 layers x {HIDDEN}, {params} parameters, batch {BATCH}, "
           f"bptt {BPTT}, {min(max_tokens, len(data.train))} training tokens, {args.threads} thread(s), CPU")
     print(f"nasps {ours:.0f} tokens/s, plain loop {plain:.0f} tokens/s, ratio {ours / plain:.2f}")
+
+    defaults = LanguageModelEvaluatorConfig(dataset=PtbDatasetConfig(root=str(args.root)))
+    quality = LMSettings(epochs=1, batch_size=defaults.batch_size, bptt=defaults.bptt,
+                         learning_rate=defaults.learning_rate, clip=defaults.clip, max_tokens_per_epoch=max_tokens)
+    perplexities = {}
+    for name, build in (("cell", lambda: CellLanguageModel(value, data.vocab_size, HIDDEN)),
+                        ("nn.LSTM", lambda: LSTMLanguageModel(data.vocab_size, HIDDEN))):
+        torch.manual_seed(0)
+        perplexities[name] = train_language_model(build(), data, quality, torch.device("cpu")).val_perplexities[-1]
+    print(f"quality after {min(max_tokens, len(data.train))} tokens at the evaluator's defaults (lr "
+          f"{defaults.learning_rate}, clip {defaults.clip}): validation perplexity cell {perplexities['cell']:.1f}, "
+          f"nn.LSTM {perplexities['nn.LSTM']:.1f}, ratio {perplexities['cell'] / perplexities['nn.LSTM']:.3f} "
+          f"(target <= 1.10)")
 
 
 if __name__ == "__main__":

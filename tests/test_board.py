@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nasps.report import summarize
@@ -71,12 +72,14 @@ def test_a_resumed_search_continues_its_curves(ray_session, tmp_path):
     config = toy_config(cluster={"parameter_servers": 2, "replicas": 2, "children_per_replica": 2,
                                  "cpus_per_child": 0.25}, budget={"children": 8})
     run_search(config, tmp_path / "run")
-    time.sleep(3)  # stopped a while before the resume
+    time.sleep(1.5)  # stopped a while before the resume
+    # A finished search resumed with a larger budget goes on to exactly that budget.
     run_search(open_for_resume(tmp_path / "run", ["budget.children=16"]), tmp_path / "run", resume=True)
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["budget"]["children"] == 16
     assert len(list((tmp_path / "run" / "tb").glob("*tfevents*"))) == 2  # one file per driver
     rows, _ = store_of(tmp_path / "run")
     trained = [r for r in rows if not r.cached]
-    assert len(trained) == 16
+    assert len(trained) == 16 and len({r.arch_hash for r in trained}) == 16  # none trained twice
     check_board_matches_store(tmp_path / "run")  # every child and update once, steps in order
 
     # The report's throughput counts each run from its first child to its last, not the pause.
@@ -85,7 +88,7 @@ def test_a_resumed_search_continues_its_curves(ray_session, tmp_path):
     spans = [max(r.finished_at for r in run) - min(r.started_at for r in run) for run in runs]
     report = summarize(tmp_path / "run")
     assert report.wall_s == pytest.approx(sum(spans))
-    assert report.wall_s < max(r.finished_at for r in trained) - min(r.started_at for r in trained) - 3
+    assert report.wall_s < max(r.finished_at for r in trained) - min(r.started_at for r in trained) - 1.5
     assert report.trained_per_min == pytest.approx(60 * 16 / sum(spans))
 
 
