@@ -27,6 +27,7 @@ bench: install
 	$(BIN)/python bench/cifar10.py
 	$(BIN)/python bench/nb201/run.py
 	$(BIN)/python bench/faults.py
+	$(BIN)/python bench/default_search.py
 
 lint: install
 	$(BIN)/ruff check nasps tests bench

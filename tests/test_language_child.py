@@ -39,6 +39,20 @@ def test_the_paper_cell_computes_its_equations():
     torch.testing.assert_close(h_t, a2)  # h_t = a2
 
 
+def test_the_space_writes_an_lstm_as_a_base_8_tree():
+    """bench/ptb.py compares this cell with nn.LSTM: it must be an LSTM, gate for gate."""
+    from bench.ptb import lstm_like_cell
+    torch.manual_seed(0)
+    cell = TreeCell(lstm_like_cell(), input_size=5, hidden_size=4)
+    x, h, c = torch.randn(3, 5), torch.randn(3, 4), torch.randn(3, 4)
+    h_t, c_t = cell(x, (h, c))
+    z = [wx + uh for wx, uh in zip(cell.w(x).chunk(8, dim=1), cell.u(h).chunk(8, dim=1))]
+    i, g = torch.sigmoid(z[0]), torch.tanh(z[1])
+    f, o = torch.sigmoid(z[2] + z[3]), torch.sigmoid(z[4] + z[5] + z[6] + z[7])
+    torch.testing.assert_close(c_t, f * c + i * g)
+    torch.testing.assert_close(h_t, o * torch.tanh(f * c + i * g))
+
+
 def test_every_sampled_cell_builds_and_trains_a_step():
     big = space(base=8, combinations=["add", "elem_mult", "max"],
                 activations=["identity", "tanh", "sigmoid", "relu", "sin"])
