@@ -69,8 +69,7 @@ def test_distributed_search_writes_tensorboard(ray_session, tmp_path):
 
 
 def test_a_resumed_search_continues_its_curves(ray_session, tmp_path):
-    config = toy_config(cluster={"parameter_servers": 2, "replicas": 2, "children_per_replica": 2,
-                                 "cpus_per_child": 0.25}, budget={"children": 8})
+    config = toy_config(cluster={"children_per_replica": 2, "cpus_per_child": 0.25}, budget={"children": 8})
     run_search(config, tmp_path / "run")
     time.sleep(1.5)  # stopped a while before the resume
     # A finished search resumed with a larger budget goes on to exactly that budget.

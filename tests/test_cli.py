@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import NASPS, ROOT, TOY_SPACE
+from tests.conftest import NASPS, ROOT, TOY_SPACE, block_ray, run_cli
 
 
 def nasps(*args, timeout=300, **kwargs):
@@ -69,7 +69,7 @@ def test_bad_values_and_overrides_give_one_line(tmp_path):
     assert_one_line_error(nasps("report", str(tmp_path / "nowhere")), "no such run directory")
 
 
-def test_search_report_and_a_run_dir_that_is_not_reused(ray_session, tmp_path):
+def test_search_report_and_a_run_dir_that_is_not_reused(ray_session, tmp_path, capsys, monkeypatch):
     path = write_config(tmp_path)
     run_dir = tmp_path / "run"
     result = nasps("search", "--config", str(path), "--run-dir", str(run_dir),
@@ -86,12 +86,17 @@ def test_search_report_and_a_run_dir_that_is_not_reused(ray_session, tmp_path):
     assert db.execute("SELECT COUNT(*) FROM children WHERE cached = 0").fetchone()[0] == 12
     db.close()
 
-    report = nasps("report", str(run_dir))
-    assert report.returncode == 0 and "12 trained" in report.stdout and "architectures" in report.stdout
+    # The rest in this process: a subprocess costs seconds of imports.
+    from nasps import cli
+    capsys.readouterr()
+    assert cli.main(["report", str(run_dir), "--no-plots"]) in (0, None)
+    out = capsys.readouterr().out
+    assert "12 trained" in out and "architectures" in out
 
     before = hashlib.sha256((run_dir / "results.sqlite").read_bytes()).hexdigest()
-    again = nasps("search", "--config", str(path), "--run-dir", str(run_dir), "--address", ray_session)
-    assert_one_line_error(again, "already holds a search")
+    block_ray(monkeypatch)
+    status, err = run_cli(capsys, "search", "--config", path, "--run-dir", run_dir, "--address", ray_session)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "already holds a search" in err, err
     assert hashlib.sha256((run_dir / "results.sqlite").read_bytes()).hexdigest() == before
 
 
@@ -100,37 +105,6 @@ def test_report_of_a_corrupt_store_is_one_line(tmp_path):
     run_dir.mkdir()
     (run_dir / "results.sqlite").write_bytes(b"this is not a database" * 100)
     assert_one_line_error(nasps("report", str(run_dir)), "results.sqlite")
-
-
-def test_ctrl_c_keeps_every_finished_child(ray_session, tmp_path):
-    path = write_config(tmp_path, evaluator={"type": "python", "target": "tests.toys:sleep_then_score"},
-                        budget={"children": 1000})
-    run_dir = tmp_path / "run"
-    env = dict(os.environ, NASPS_TOY_SLEEP="0.3")
-    proc = subprocess.Popen(NASPS + ["search", "--config", str(path), "--run-dir", str(run_dir),
-                                     "--address", ray_session],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    store = run_dir / "results.sqlite"
-    deadline = time.time() + 120
-    seen = 0
-    while time.time() < deadline and seen < 8:
-        time.sleep(0.5)
-        if store.exists():
-            db = sqlite3.connect(store)
-            seen = db.execute("SELECT COUNT(*) FROM children").fetchone()[0]
-            db.close()
-    assert seen >= 8, "the search did not get going"
-    rows_before = _rows(store)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "finished children are kept" in err
-    rows_after = _rows(store)
-    assert rows_after[:len(rows_before)] == rows_before  # nothing finished was lost or changed
-    assert len(rows_after) < 1000
-    db = sqlite3.connect(store)
-    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    db.close()
 
 
 def _rows(store):
@@ -148,32 +122,48 @@ def test_shipped_cluster_configs_load(name):
     assert config.space.type == {"cifar10.yaml": "conv", "ptb.yaml": "rnn_cell"}[name]
 
 
-def test_progress_is_live_on_a_terminal(ray_session, tmp_path):
-    """Through a pseudo-terminal the search shows rich's live line (escape codes, a bar)."""
-    import pty
-    path = write_config(tmp_path)
-    common = ["search", "--config", str(path), "--address", ray_session, "--set", "budget.children=10"]
+def test_ctrl_c_on_a_live_terminal_keeps_every_finished_child(ray_session, tmp_path):
+    """Through a pseudo-terminal the search shows rich's live line (escape codes, a bar); Ctrl-C
+    then stops it with exit 130, and every child that finished is kept, unchanged."""
     import fcntl
+    import pty
+    import select
     import struct
     import termios
+    path = write_config(tmp_path, evaluator={"type": "python", "target": "tests.toys:sleep_then_score"},
+                        budget={"children": 1000})
+    run_dir = tmp_path / "run"
     main, follower = pty.openpty()
     # A terminal of 160 x 40, as a user's window would report it (a bare pty reports 0 x 0).
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-    child = subprocess.Popen(NASPS + common + ["--run-dir", str(tmp_path / "tty")], stdout=follower,
-                             stderr=follower, stdin=follower, cwd=ROOT, close_fds=True,
-                             env=dict(os.environ, COLUMNS="160", LINES="40"))
+    child = subprocess.Popen(NASPS + ["search", "--config", str(path), "--run-dir", str(run_dir),
+                                      "--address", ray_session],
+                             stdout=follower, stderr=follower, stdin=follower, cwd=ROOT, close_fds=True,
+                             env=dict(os.environ, COLUMNS="160", LINES="40", NASPS_TOY_SLEEP="0.3"))
     os.close(follower)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(main, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
+    store = run_dir / "results.sqlite"
+    seen, rows_before, deadline = b"", None, time.time() + 120
+    while time.time() < deadline:
+        if select.select([main], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        if rows_before is None and store.exists() and len(_rows(store)) >= 8 and b"ETA" in seen:
+            rows_before = _rows(store)
+            child.send_signal(signal.SIGINT)
     os.close(main)
-    assert child.wait(timeout=120) == 0
+    assert rows_before is not None, "the search did not get going"
+    assert child.wait(timeout=60) == 130
     text = seen.decode("utf-8", "replace")
-    assert "\x1b[" in text and "10/10" in text and "ETA" in text and "children" in text
-    assert "━" in text  # rich's bar
+    assert "\x1b[" in text and "/1000" in text and "ETA" in text and "━" in text  # rich's live bar
+    assert "finished children are kept" in text
+    rows_after = _rows(store)
+    assert rows_after[:len(rows_before)] == rows_before  # nothing finished was lost or changed
+    assert len(rows_after) < 1000
+    db = sqlite3.connect(store)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()

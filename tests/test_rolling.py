@@ -17,6 +17,7 @@ from nasps.controller import Controller, Scored
 from nasps.errors import UserInputError
 from nasps.parameter_server import ParameterShard
 from nasps.policies import build_policy
+from nasps.rundir import open_for_resume
 from nasps.runtime.driver import run_search
 from nasps.search import adam_settings
 from nasps.spaces import Architecture, build_space
@@ -135,8 +136,7 @@ def test_a_broken_evaluator_stops_the_search_and_resume_continues_once_fixed(ray
     assert 4 <= len(failed) <= 6 and {s for (s,) in failed} == {"failed"}  # 4, and the ones in flight
 
     (tmp_path / "fixed").touch()  # the user fixes the evaluator
-    fixed = nasps("search", "--resume", str(run_dir), "--address", ray_session)
-    assert fixed.returncode == 0, fixed.stderr
+    run_search(open_for_resume(run_dir, []), run_dir, resume=True, address=ray_session)  # in this process
     trained = query(run_dir, "SELECT status FROM children WHERE cached = 0")
     assert len(trained) == 12 and Counter(s for (s,) in trained)["failed"] == len(failed)
 

@@ -87,9 +87,14 @@ class WorkerPool:
             self.handle(ref)
         return len(self.up)
 
+    def depth(self) -> int:
+        """Children a worker holds at once: a second waits behind the one it trains only while
+        children are short enough for the round trip to matter."""
+        return 2 if self.queue_ahead and self.durations and self.median_s < QUEUE_AHEAD_S else 1
+
     def room(self) -> int:
         """Children the workers that are up can take now, less those queued for them."""
-        depth = 2 if self.queue_ahead and self.durations and self.median_s < QUEUE_AHEAD_S else 1
+        depth = self.depth()
         return sum(max(0, depth - len(self.on_worker[w])) for w in self.up) - len(self.queue)
 
     def idle(self) -> bool:
@@ -100,7 +105,7 @@ class WorkerPool:
 
     def assign(self) -> None:
         """Queued children go to the workers with the fewest children."""
-        depth = 2 if self.queue_ahead else 1
+        depth = self.depth()
         while self.queue:
             w = min(self.up, key=lambda w: len(self.on_worker[w]), default=None)
             if w is None or len(self.on_worker[w]) >= depth:
