@@ -251,8 +251,25 @@ class ReinforceStrategyConfig:
         return 0.05
 
 
+@dataclass(frozen=True, kw_only=True)
+class EvolutionStrategyConfig:
+    """Regularised (aging) evolution (Real et al. 2019): mutants of the best of a few members of
+    a population made of the last children trained; the oldest leaves, not the worst."""
+
+    type: Literal["evolution"] = option("evolution", "search strategy type")
+    population: int = option(10, "the population is the last this many children that trained ok; "
+                                 "until it is full, children are random", min=2)
+    sample_size: int = option(3, "members drawn at random for each mutant; the best of them is its parent",
+                              min=1)
+
+    def check(self, key: str) -> None:
+        if self.sample_size > self.population:
+            raise ConfigError(f"{key}.sample_size: {self.sample_size} is more than the population "
+                              f"({self.population})")
+
+
 # A tagged union: the first type is the one a section without a `type` key gets.
-StrategyConfig = Union[ReinforceStrategyConfig, RandomStrategyConfig]
+StrategyConfig = Union[ReinforceStrategyConfig, RandomStrategyConfig, EvolutionStrategyConfig]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,4 +1,5 @@
-"""One controller replica's own logic: sample m architectures, turn their rewards into a gradient.
+"""One controller replica's own logic: sample m architectures, turn their rewards into a gradient
+(REINFORCE), or propose mutants of the population (evolution).
 
 The serial search loop and the Ray replica actor both drive this class; neither re-implements
 the maths. A replica's state is its random generator, its reward baseline and the sequence
@@ -13,8 +14,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from nasps.config import ReinforceStrategyConfig
-from nasps.ledger import Outcome
+from nasps.config import EvolutionStrategyConfig, ReinforceStrategyConfig
+from nasps.evolution import AgingEvolution
+from nasps.ledger import Member, Outcome
 from nasps.policies import Policy, SampledBatch
 from nasps.reinforce import policy_gradient
 from nasps.spaces import Architecture, SearchSpace
@@ -44,17 +46,28 @@ class Controller:
         self.generator = torch.Generator().manual_seed(replica_seed(seed, replica))
         self.baseline: Optional[float] = None
         self.seq = 0  # pushes made so far; the next push carries seq + 1
+        self.evolution = None
+        if isinstance(strategy, EvolutionStrategyConfig):
+            self.evolution = AgingEvolution(space.decisions(), strategy.population, strategy.sample_size)
 
     @property
     def learns(self) -> bool:
         return self.policy.learns
 
-    def sample(self, params: torch.Tensor, samples: int = 0,
-               n: Optional[int] = None) -> tuple[SampledBatch, list[Architecture]]:
+    def sample(self, params: torch.Tensor, samples: int = 0, n: Optional[int] = None,
+               population: Sequence[Member] = ()) -> tuple[SampledBatch, list[Architecture]]:
         """n architectures (default m); ``samples`` (children sampled so far, all replicas
-        together) sets the depth in force when the space has a curriculum."""
+        together) sets the depth in force when the space has a curriculum. Evolution proposes
+        from ``population`` (the ledger's) instead of the policy."""
         length = len(self.space.decisions(self.space.depth_at(samples)))
-        batch = self.policy.sample(params, self.m if n is None else n, self.generator, length)
+        n = self.m if n is None else n
+        if self.evolution is None:
+            batch = self.policy.sample(params, n, self.generator, length)
+        else:
+            members = [(tuple(self.space.encode(Architecture.from_value(self.space.type_name, m.arch))), m.reward)
+                       for m in population]
+            actions = self.evolution.propose(members, n, length, self.generator)
+            batch = SampledBatch(tuple(actions), (0.0,) * n, (0.0,) * n)  # no policy: nothing to score
         return batch, [self.space.decode(a) for a in batch.actions]
 
     def feedback(self, actions: Sequence[tuple[int, ...]], outcomes: Sequence[Optional[Outcome]]) -> list[Scored]:

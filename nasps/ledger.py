@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
@@ -65,6 +65,15 @@ class Admitted:
     admissions: tuple[Admission, ...]
     samples: int
     outcomes: tuple[Outcome, ...] = ()
+    population: tuple["Member", ...] = ()  # evolution's, as of this answer (nasps.evolution)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A child of evolution's population: its architecture's value and its reward."""
+
+    arch: dict
+    reward: float
 
 
 @dataclass(frozen=True)
@@ -100,11 +109,13 @@ class Progress:
 class Ledger:
     def __init__(self, store: ResultsStore, budget_children: int, sample_cap: int, *,
                  max_consecutive_failures: Optional[int] = None, run_started_at: Optional[float] = None,
-                 pending_in_flight: bool = False):
+                 pending_in_flight: bool = False, population: int = 0):
         """``run_started_at``: failures committed since then are reused by repeats (None: all).
         ``pending_in_flight``: the store's pending children are still being trained by the
         replicas it names (the recorder was restarted mid-run); otherwise (a new driver run)
-        they were in flight when the search stopped and are to be trained again, once."""
+        they were in flight when the search stopped and are to be trained again, once.
+        ``population``: keep the last this many children that trained ok, in the order they
+        were committed (evolution's population; 0 = none)."""
         self.store = store
         self.budget = budget_children
         self.sample_cap = sample_cap
@@ -115,11 +126,13 @@ class Ledger:
         self._in_flight: Counter[str] = Counter()  # arch hash -> children being trained
         self._running: dict[Optional[int], list[Architecture]] = {}  # replica -> admitted to run
         self._statuses: Counter[str] = Counter()
+        self.population: deque[Member] = deque(maxlen=population)
         rows = store.children()
         for row in rows:
             since = run_started_at is None or (row.finished_at or 0.0) >= run_started_at
-            self._note(row.arch_hash, Outcome(row.id, row.status, row.reward, row.cached, row.error),
-                       reusable_failure=since, metrics=row.metrics)
+            outcome = Outcome(row.id, row.status, row.reward, row.cached, row.error)
+            self._note(row.arch_hash, outcome, reusable_failure=since, metrics=row.metrics)
+            self._join_population(row.arch, outcome)
         self.progress.failures_in_a_row, self.progress.last_error = 0, None  # a streak is per driver run
         self.max_failures = max_consecutive_failures
         self.recovered: list[Architecture] = []  # admitted, not finished, and nobody trains them
@@ -230,6 +243,7 @@ class Ledger:
                     running.remove(arch)
                     break
             self._note(arch.hash, outcome, metrics=metrics)
+            self._join_population(arch.as_dict(), outcome)
             outcomes[k] = outcome
         return outcomes
 
@@ -269,6 +283,12 @@ class Ledger:
 
     def interrupt(self) -> None:
         self.progress.stop_reason = "interrupted"
+
+    def _join_population(self, arch: dict, outcome: Outcome) -> None:
+        """A trained child that ended ok enters the population; the oldest member leaves."""
+        if self.population.maxlen and not outcome.cached and outcome.status == "ok" \
+                and outcome.reward is not None and math.isfinite(outcome.reward):
+            self.population.append(Member(arch, outcome.reward))
 
     @property
     def done(self) -> bool:

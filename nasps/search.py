@@ -34,7 +34,8 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
     evaluator = build_evaluator(config.evaluator)
     store = open_new_store(run_dir, config)
     ledger = Ledger(store, config.budget.children, config.budget.sample_cap,
-                    max_consecutive_failures=config.budget.max_consecutive_failures)
+                    max_consecutive_failures=config.budget.max_consecutive_failures,
+                    population=getattr(config.strategy, "population", 0))
     board = open_board(run_dir, config)
     shard = ParameterShard(0, policy.initial_params(config.seed), adam_settings(config))
     controller = Controller(0, space, policy, config.strategy,
@@ -42,7 +43,7 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
     try:
         while not ledger.done:
             params, version = shard.pull()
-            batch, archs = controller.sample(params, ledger.progress.samples)
+            batch, archs = controller.sample(params, ledger.progress.samples, population=ledger.population)
             admissions = ledger.admit(archs)
             outcomes = [None] * len(archs)
             # Trained children first, so a repeat within the batch can reuse their result.

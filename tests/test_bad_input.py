@@ -56,6 +56,7 @@ DATASETS = {"digits": {"type": "digits"},
 SEARCH_BASES = {
     "categorical": {"space": TOY_SPACE, "evaluator": PYTHON, **SEARCH},
     "random": {"space": TOY_SPACE, "evaluator": PYTHON, **SEARCH, "strategy": {"type": "random"}},
+    "evolution": {"space": TOY_SPACE, "evaluator": PYTHON, **SEARCH, "strategy": {"type": "evolution"}},
     "conv_digits": {"space": CONV_SPACE, "evaluator": {**IMAGES, "dataset": DATASETS["digits"]}, **SEARCH},
     "conv_cifar10": {"space": CONV_SPACE, "evaluator": {**IMAGES, "dataset": DATASETS["cifar10"]}, **SEARCH},
     "conv_folder": {"space": CONV_SPACE, "evaluator": {**IMAGES, "dataset": DATASETS["image_folder"]}, **SEARCH},
@@ -464,7 +465,8 @@ def test_paths_that_are_no_config_file(capsys, tmp_path):
     ("seed.deeper=1", ["--set seed.deeper", "seed is not a section"]),
     ("budget.childen=5", ["budget.childen: unknown key", "did you mean 'budget.children'"]),
     ("nosuchsection.key=1", ["nosuchsection: unknown key"]),
-    ("strategy={type: genetic}", ["strategy.type", "reinforce, random"]),
+    ("strategy={type: genetic}", ["strategy.type", "reinforce, random, evolution"]),
+    ("strategy={type: evolution, population: 3, sample_size: 4}", ["strategy.sample_size: 4", "population (3)"]),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_overrides(capsys, tmp_path, data, override, needles):
     path = write(tmp_path, SEARCH_BASES["categorical"], data)

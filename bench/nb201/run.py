@@ -1,4 +1,4 @@
-"""NAS-Bench-201 CIFAR-10: random search against REINFORCE, with the protocol of the data README.
+"""NAS-Bench-201 CIFAR-10: random search, REINFORCE and evolution, with the protocol of the data README.
 
 Each search gets N unique evaluations (150), its reward is the 12-epoch validation accuracy, it
 picks the evaluated cell with the best reward, and we report that cell's 200-epoch test accuracy,
@@ -7,7 +7,9 @@ calls the same policy, REINFORCE, ledger and evaluator code as the Ray runtime.
 Published (NAS-Bench-201, Table 5): random 93.70 +- 0.36, REINFORCE 93.85 +- 0.37,
 regularised evolution 93.92 +- 0.30, optimum 94.37.
 
-    python bench/nb201/run.py [--table CSV] [--seeds 30] [--evaluations 150]
+    python bench/nb201/run.py [--table CSV] [--seeds 30] [--evaluations 150] [--noise 0.5]
+
+``--noise STD``: the reward gets Gaussian noise of STD accuracy points (table.py says how).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ STRATEGIES = {
     "factorized (lr 0.1)": {"type": "reinforce", "learning_rate": 0.1},
     "lstm (the paper's settings)": {"type": "reinforce", "policy": "lstm"},
     "lstm (lr 0.01, temp 5, tanh 2.5, entropy 1e-3)": LSTM_TUNED,
+    "evolution (population 10, sample 3)": {"type": "evolution", "population": 10, "sample_size": 3},
 }
 # One setting changed at a time, to see what each does.
 ABLATIONS = {
@@ -55,6 +58,7 @@ STRATEGY_M: dict[str, int] = {}  # m per strategy where not 1
 
 
 def search_once(strategy: dict, m: int, seed: int, evaluations: int, run_dir: Path) -> float:
+    os.environ["NASPS_NB201_NOISE_SEED"] = str(seed)
     config = config_from_dict({
         "space": space_config(),
         "evaluator": {"type": "python", "target": "bench.nb201.table:reward"},
@@ -81,11 +85,14 @@ def main() -> None:
                         help="seeds used: first-seed .. first-seed+seeds-1 (settings were tuned on 0..59)")
     parser.add_argument("--evaluations", type=int, default=150)
     parser.add_argument("--only", nargs="*", help="names of the strategies to run")
+    parser.add_argument("--noise", type=float, default=0.0,
+                        help="std (accuracy points) of Gaussian noise added to each reward")
     parser.add_argument("--ablations", action="store_true",
                         help="also run the LSTM ablations (one setting changed at a time)")
     args = parser.parse_args()
     if args.table is not None:
         os.environ["NASPS_NB201_TABLE"] = str(args.table.resolve())
+    os.environ["NASPS_NB201_NOISE"] = str(args.noise)
     if not table_path().is_file():
         print(f"bench/nb201: the NAS-Bench-201 table is not at {table_path()}; "
               "pass --table PATH (the benchmark did not run)")
@@ -95,7 +102,8 @@ def main() -> None:
     table = load_table(str(table_path()))
     optimum = max(test for _, test in table.values())
     print(f"NAS-Bench-201 CIFAR-10 ({len(table)} cells, optimum {optimum:.2f}); "
-          f"{args.evaluations} unique evaluations, seeds {args.first_seed}..{args.first_seed + args.seeds - 1}; "
+          f"{args.evaluations} unique evaluations, seeds {args.first_seed}..{args.first_seed + args.seeds - 1}, "
+          f"reward noise std {args.noise} points; "
           "200-epoch test accuracy of the picked cell, mean +- std")
     torch.set_num_threads(1)  # the controller's tensors are tiny; threads only add overhead
     strategies = {**STRATEGIES, **(ABLATIONS if args.ablations else {})}

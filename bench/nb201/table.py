@@ -3,6 +3,11 @@
 The table (``../shared/data/nb201/nb201_cifar10.csv`` by default, or NASPS_NB201_TABLE) holds
 every cell of the space. The reward is the 12-epoch validation accuracy (a fraction); the
 200-epoch test accuracy is reported only for the cell a search finally picks.
+
+Noisy mode (NASPS_NB201_NOISE = a standard deviation in accuracy points): the reward is the
+12-epoch accuracy plus Gaussian noise, as a real child scores differently each time it is
+trained. The noise is drawn per cell and per search (NASPS_NB201_NOISE_SEED), so a run can be
+repeated exactly.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import csv
 import functools
 import os
+import random
 from pathlib import Path
 
 EDGES = ("e01", "e02", "e12", "e03", "e13", "e23")
@@ -39,6 +45,9 @@ def cell_key(arch: dict) -> tuple[str, ...]:
 def reward(arch: dict) -> dict:
     """The python evaluator: 12-epoch validation accuracy as a fraction."""
     val, _ = load_table(str(table_path()))[cell_key(arch)]
+    std = float(os.environ.get("NASPS_NB201_NOISE", "0"))
+    if std > 0:
+        val += random.Random(f"{os.environ.get('NASPS_NB201_NOISE_SEED', '0')}/{cell_key(arch)}").gauss(0.0, std)
     return {"reward": val / 100.0, "metrics": {"val_accuracy": val / 100.0}}
 
 

@@ -2,7 +2,7 @@
 
 from typing import Sequence
 
-from nasps.config import RandomStrategyConfig, ReinforceStrategyConfig
+from nasps.config import EvolutionStrategyConfig, RandomStrategyConfig, ReinforceStrategyConfig
 from nasps.policies.base import Policy, SampledBatch
 from nasps.policies.factorized import FactorizedPolicy
 from nasps.policies.lstm import LSTMPolicy
@@ -11,8 +11,8 @@ from nasps.spaces import Decision
 
 
 def build_policy(strategy, decisions: Sequence[Decision]) -> Policy:
-    if isinstance(strategy, RandomStrategyConfig):
-        return UniformPolicy(decisions)
+    if isinstance(strategy, (RandomStrategyConfig, EvolutionStrategyConfig)):
+        return UniformPolicy(decisions)  # evolution proposes from its population, not a policy
     if isinstance(strategy, ReinforceStrategyConfig) and strategy.policy == "factorized":
         return FactorizedPolicy(decisions)
     if isinstance(strategy, ReinforceStrategyConfig) and strategy.policy == "lstm":

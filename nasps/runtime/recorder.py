@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import ray
 
 from nasps.evaluators import ChildResult
-from nasps.ledger import Admission, Admitted, Ledger, Outcome, Progress, PushReport
+from nasps.ledger import Admission, Admitted, Ledger, Member, Outcome, Progress, PushReport
 from nasps.spaces import Architecture
 from nasps.store import ResultsStore
 
@@ -50,12 +50,13 @@ class Recorder:
     other failed call ends that replica, which the driver replaces."""
 
     def __init__(self, store_path: str, budget_children: int, sample_cap: int,
-                 max_consecutive_failures: Optional[int] = None, run_started_at: Optional[float] = None):
+                 max_consecutive_failures: Optional[int] = None, run_started_at: Optional[float] = None,
+                 population: int = 0):
         restarted = was_restarted()
         self.path = Path(store_path)
         self.ledger = Ledger(ResultsStore(self.path), budget_children, sample_cap,
                              max_consecutive_failures=max_consecutive_failures, run_started_at=run_started_at,
-                             pending_in_flight=restarted)
+                             pending_in_flight=restarted, population=population)
         self._changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.controllers: dict[int, dict] = {}  # replica -> its controller state at its last push
         self.generations: dict[int, int] = {}  # replica -> restarts: calls of older ones are stale
@@ -81,7 +82,8 @@ class Recorder:
             outcomes = self._record(finished, replica)
             admissions = [Admission("drop")] * len(archs) if stale else self.ledger.admit(archs, replica)
         self._refuse_stale(replica, generation, finished)
-        return Admitted(tuple(admissions), self.ledger.progress.samples, tuple(outcomes))
+        return Admitted(tuple(admissions), self.ledger.progress.samples, tuple(outcomes),
+                        tuple(self.ledger.population))
 
     async def record(self, children: list[tuple[Architecture, ChildResult, Optional[int]]], replica: int,
                      generation: int = 0) -> list[Outcome]:
@@ -163,6 +165,10 @@ class Recorder:
 
     async def progress(self) -> Progress:
         return self.ledger.progress
+
+    async def population(self) -> tuple[Member, ...]:
+        """Evolution's population now (empty for other strategies)."""
+        return tuple(self.ledger.population)
 
     async def interrupt(self) -> None:
         self.ledger.interrupt()

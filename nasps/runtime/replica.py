@@ -100,6 +100,7 @@ class ControllerReplica:
         self.recovering = True  # children a stopped search or a dead replica left come first
         self.params, self.versions = torch.zeros(0), []
         self.samples = 0  # children sampled by all replicas, as of this replica's last admission
+        self.population = ()  # evolution's, as of this replica's last admission
 
     def ready(self) -> int:
         """Returns once every child worker of this replica has started (or failed to): how
@@ -110,6 +111,8 @@ class ControllerReplica:
         """Sample, train, commit and learn until the ledger admits nothing more and nothing
         of this replica is in flight (or the driver stops it)."""
         self.samples = ray.get(self.recorder.progress.remote()).samples  # the depth in force
+        if self.controller.evolution is not None:
+            self.population = ray.get(self.recorder.population.remote())
         if self.controller.learns:
             self._take_parameters(ray.get([s.pull.remote() for s in self.shards]))
         else:
@@ -167,7 +170,7 @@ class ControllerReplica:
                 self.pool.queue.extend(Child(arch) for arch in archs)
                 return
         t0 = time.perf_counter()
-        sampled, archs = self.controller.sample(self.params, self.samples, n)
+        sampled, archs = self.controller.sample(self.params, self.samples, n, self.population)
         self.stats.sample_s += time.perf_counter() - t0
         self.stats.samples += n
         self.stats.admissions += 1
@@ -268,6 +271,7 @@ class ControllerReplica:
         self.admitting -= len(children)
         admitted = ray.get(ref)
         self.samples = admitted.samples
+        self.population = admitted.population
         self._committed(finished, admitted.outcomes)
         for child, admission in zip(children, admitted.admissions):
             if admission.kind == "run":
