@@ -96,7 +96,7 @@ class Controller:
         s: ReinforceStrategyConfig = self.strategy
         update = policy_gradient(self.policy, params, [x.actions for x in scored],
                                  [x.reward for x in scored], self.baseline,
-                                 baseline_decay=s.baseline_decay, entropy_weight=s.entropy_weight,
+                                 baseline_decay=s.baseline_decay, entropy_weight=s.entropy_weight_in_force,
                                  normalize_advantages=s.normalize_advantages)
         self.baseline = update.baseline
         return update.gradient

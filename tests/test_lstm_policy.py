@@ -10,7 +10,7 @@ from nasps.policies import LSTMPolicy, build_policy
 from nasps.search import run_serial
 from nasps.spaces import build_space
 from nasps.store import ResultsStore
-from tests.conftest import toy_config
+from tests.conftest import ROOT, toy_config
 from tests.test_serial_search import best_probability
 
 CONV = {"type": "conv", "strides": [1, 2], "hyperparameters": [{"name": "lr", "choices": [0.1, 0.01]}],
@@ -107,9 +107,11 @@ def test_kinds_must_agree_on_their_choices():
 
 
 def test_lstm_learns_the_toy_and_beats_random(tmp_path):
-    """Within 300 sampled architectures (m = 5, learning rate 0.02) the best of the 144 rises
-    from probability 1/144 to above 0.9; random search's samples stay near the mean reward."""
-    strategy = {"type": "reinforce", "policy": "lstm", "learning_rate": 0.02, "baseline_decay": 0.9}
+    """The paper's LSTM (raw logits): within 300 sampled architectures (m = 5, learning rate
+    0.02) the best of the 144 rises from probability 1/144 to above 0.9; random search's samples
+    stay near the mean reward."""
+    strategy = {"type": "reinforce", "policy": "lstm", "learning_rate": 0.02, "baseline_decay": 0.9,
+                "entropy_weight": 0.0, "lstm": {"temperature": None, "tanh_constant": None}}
     budget = {"children": 150, "max_samples": 300}
     cfg = toy_config(strategy=strategy, cluster={"children_per_replica": 5}, budget=budget)
     _, shard = run_serial(cfg, tmp_path / "lstm")
@@ -124,7 +126,24 @@ def test_lstm_learns_the_toy_and_beats_random(tmp_path):
     assert sum(lstm) / len(lstm) > 0.7 > 0.4 > sum(random) / len(random)
 
 
-def test_default_learning_rates_are_the_papers():
+def test_the_lstm_with_no_other_key_learns_the_toy(tmp_path):
+    """policy: lstm and nothing else (learning rate 0.01, temperature 5, tanh 2.5, entropy
+    1e-3): within 300 samples it finds the best of the 144 and samples well above random."""
+    budget = {"children": 150, "max_samples": 300}
+    cfg = toy_config(strategy={"type": "reinforce", "policy": "lstm"}, cluster={"children_per_replica": 5},
+                     budget=budget)
+    run_serial(cfg, tmp_path / "lstm")
+    lstm = [r.reward for r in ResultsStore(tmp_path / "lstm" / "results.sqlite").children()]
+    run_serial(toy_config(strategy={"type": "random"}, budget=budget), tmp_path / "random")
+    random = [r.reward for r in ResultsStore(tmp_path / "random" / "results.sqlite").children()]
+    assert max(lstm) == 1.0
+    assert sum(lstm[-100:]) / 100 > 0.7 > 0.4 > sum(random) / len(random)
+
+
+def test_default_learning_rates():
+    """The LSTM's default is 0.01 on every space, not the paper's 6e-4 (5e-4 on rnn_cell),
+    which configs/cifar10.yaml and configs/ptb.yaml set."""
+    from nasps.config import load_config
     from nasps.search import adam_settings
     rates = {}
     for space in ({"type": "conv"}, {"type": "rnn_cell"}):
@@ -132,8 +151,12 @@ def test_default_learning_rates_are_the_papers():
             cfg = config_from_dict({"space": space, "evaluator": {"target": "a:b"},
                                     "strategy": {"policy": policy}})
             rates[space["type"], policy] = adam_settings(cfg).learning_rate
-    assert rates == {("conv", "lstm"): 6e-4, ("rnn_cell", "lstm"): 5e-4,
+    assert rates == {("conv", "lstm"): 0.01, ("rnn_cell", "lstm"): 0.01,
                      ("conv", "factorized"): 0.05, ("rnn_cell", "factorized"): 0.05}
+    for name, paper in (("cifar10.yaml", 6e-4), ("ptb.yaml", 5e-4)):
+        strategy = load_config(ROOT / "configs" / name).strategy
+        assert strategy.learning_rate == paper and strategy.entropy_weight_in_force == 0.0
+        assert strategy.lstm.temperature is None and strategy.lstm.tanh_constant is None
     cfg = config_from_dict({"space": {"type": "rnn_cell"}, "evaluator": {"target": "a:b"},
                             "strategy": {"policy": "lstm", "learning_rate": 0.01}})
     assert adam_settings(cfg).learning_rate == 0.01
