@@ -43,6 +43,7 @@ class Controller:
         self.policy = policy
         self.strategy = strategy
         self.m = children_per_replica
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(replica_seed(seed, replica))
         self.baseline: Optional[float] = None
         self.seq = 0  # pushes made so far; the next push carries seq + 1
@@ -108,6 +109,12 @@ class Controller:
         rewards = [x.reward for x in scored]
         return RoundStats(self.replica, seq, self.baseline, statistics.fmean(entropies),
                           statistics.fmean(rewards) if rewards else None, len(scored), depth)
+
+    def new_stream(self, samples: int) -> None:
+        """A random stream of its own for this point of the search (``samples`` sampled so far),
+        for a replica that starts with no saved generator: seeded as at the start, it would
+        sample the first run's architectures again, all of them cached repeats by now."""
+        self.generator.manual_seed(replica_seed(self.seed, self.replica) + 1_000_003 * samples)
 
     def next_seq(self) -> int:
         self.seq += 1

@@ -21,10 +21,11 @@ from tests.conftest import NASPS, ROOT, toy_config
 # from that checkpoint, which the driver writes before any shard starts.
 FAULTS = [(0, "driver"), (0, "shard"), (6, "worker"), (10, "recorder"), (14, "replica"), (18, "shard"), (26, "driver"),
           (32, "replica")]
+BUDGET = 48  # the last kill, at 32, leaves 16 children to go: time for it on a loaded machine
 
 
 def test_every_fault_in_one_search(tmp_path):
-    config = {**BENCH_CONFIG, "budget": {"children": 40},
+    config = {**BENCH_CONFIG, "budget": {"children": BUDGET},
               "cluster": {"parameter_servers": 2, "replicas": 2, "children_per_replica": 2,
                           "cpus_per_child": 0.25},
               # No checkpoint but the version-0 one and the last: the second shard kill surely
@@ -36,9 +37,9 @@ def test_every_fault_in_one_search(tmp_path):
     assert [kind for kind, _, _ in run.killed] == [kind for _, kind in FAULTS]
     assert run.returncodes == [-9, -9, 0]  # the killed drivers, then the last resumed one finished
     result = audit(run_dir, run)
-    assert result["trained"] == 40  # exactly the budget, across every fault
+    assert result["trained"] == BUDGET  # exactly the budget, across every fault
     assert result["finished_lost"] == 0 and result["trained_twice"] == 0
-    assert result["statuses"] == {"ok": 40}  # the killed worker's child was retried, not failed
+    assert result["statuses"] == {"ok": BUDGET}  # the killed worker's child was retried, not failed
     assert result["pending_left"] == 0
     causes = [(shard, cause) for shard, _, _, cause in result["restores"]]
     assert causes.count((0, "resume")) == causes.count((1, "resume")) == 1
@@ -65,7 +66,7 @@ def test_every_fault_in_one_search(tmp_path):
     assert result["lost_updates"] == lost > 0  # counted, never silent
     report = subprocess.run(NASPS + ["report", str(run_dir), "--format", "json", "--no-plots"],
                             capture_output=True, text=True, cwd=ROOT)
-    assert json.loads(report.stdout)["lost_updates"] == lost and json.loads(report.stdout)["trained"] == 40
+    assert json.loads(report.stdout)["lost_updates"] == lost and json.loads(report.stdout)["trained"] == BUDGET
 
 
 def test_a_child_whose_worker_dies_is_retried_on_a_new_worker(ray_session, tmp_path):

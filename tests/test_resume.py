@@ -14,7 +14,16 @@ import pytest
 import torch
 import yaml
 
+from nasps.config import config_from_dict
+from nasps.rundir import open_for_resume
+from nasps.runtime.driver import run_search
 from tests.conftest import NASPS, ROOT, query
+
+# Random children that never repeat by chance: 4 * 3 * 3 * 4 * 1000 * 1000 architectures.
+WIDE_SPACE = {"type": "categorical", "decisions": [
+    {"name": "a", "choices": [0, 1, 2, 3]}, {"name": "b", "choices": ["x", "y", "z"]},
+    {"name": "c", "choices": [0.1, 0.5, 0.9]}, {"name": "d", "choices": [1, 2, 3, 4]},
+    {"name": "e", "choices": list(range(1000))}, {"name": "f", "choices": list(range(1000))}]}
 
 CONFIG = {
     "space": {"type": "categorical", "decisions": [
@@ -132,3 +141,16 @@ def test_bad_resumes_are_one_line_and_touch_nothing(killed_run, tmp_path, bad_in
     one_line_error(resume(broken), "results.sqlite")
     assert (broken / "results.sqlite").read_bytes() == b"SQLite format 3\x00" + b"\x00" * 40
 
+
+def test_a_resumed_random_search_samples_new_architectures(ray_session, tmp_path):
+    """Random search saves no generator (it never pushes): the resumed replicas start streams of
+    their own, not the first run's again, whose architectures would all be cached repeats.
+    (In a space of 12 million architectures, two random samples repeat with a chance of 1e-5.)"""
+    config = config_from_dict({**CONFIG, "space": WIDE_SPACE, "strategy": {"type": "random"},
+                               "evaluator": {"type": "python", "target": "tests.toys:match_fraction"},
+                               "cluster": {"replicas": 2, "children_per_replica": 2, "cpus_per_child": 0},
+                               "budget": {"children": 6}})
+    run_search(config, tmp_path / "run")
+    run_search(open_for_resume(tmp_path / "run", ["budget.children=12"]), tmp_path / "run", resume=True)
+    rows = query(tmp_path / "run", "SELECT arch_hash, cached FROM children")
+    assert len(rows) == 12 and not any(cached for _, cached in rows)

@@ -83,6 +83,8 @@ class ControllerReplica:
                                      config.strategy, self.m, config.seed)
         if controller_state is not None:  # a resumed or restarted replica: baseline, push counter, generator
             self.controller.load_state_dict(controller_state)
+        # Random search and evolution never push, so nothing saves their generator.
+        self.saved_stream = controller_state is not None and controller_state.get("generator") is not None
         self.shards, self.bounds, self.recorder = shards, bounds, recorder
         self.pool = WorkerPool(f"replica {replica}", self.m, worker_options, config.evaluator,
                                deadline_s(config.evaluator), config.cluster.max_retries, queue_ahead=not self.barrier)
@@ -111,6 +113,8 @@ class ControllerReplica:
         """Sample, train, commit and learn until the ledger admits nothing more and nothing
         of this replica is in flight (or the driver stops it)."""
         self.samples = ray.get(self.recorder.progress.remote()).samples  # the depth in force
+        if self.samples and not self.saved_stream:
+            self.controller.new_stream(self.samples)
         if self.controller.evolution is not None:
             self.population = ray.get(self.recorder.population.remote())
         if self.controller.learns:
