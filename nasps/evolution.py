@@ -20,7 +20,7 @@ import torch
 
 from nasps.spaces import Decision
 
-Member = tuple[tuple[int, ...], float]  # (choice indices, reward)
+Encoded = tuple[tuple[int, ...], float]  # a member as its choice indices, and its reward
 
 
 class AgingEvolution:
@@ -29,7 +29,7 @@ class AgingEvolution:
         self.population = population
         self.sample_size = sample_size
 
-    def propose(self, members: Sequence[Member], n: int, length: int,
+    def propose(self, members: Sequence[Encoded], n: int, length: int,
                 generator: torch.Generator) -> list[tuple[int, ...]]:
         """n architectures of ``length`` decisions: random while fewer than ``population``
         members exist, otherwise tournament winners mutated."""

@@ -243,7 +243,7 @@ class Ledger:
                     running.remove(arch)
                     break
             self._note(arch.hash, outcome, metrics=metrics)
-            self._join_population(arch.as_dict(), outcome)
+            self._join_population(arch, outcome)
             outcomes[k] = outcome
         return outcomes
 
@@ -284,11 +284,13 @@ class Ledger:
     def interrupt(self) -> None:
         self.progress.stop_reason = "interrupted"
 
-    def _join_population(self, arch: dict, outcome: Outcome) -> None:
-        """A trained child that ended ok enters the population; the oldest member leaves."""
+    def _join_population(self, arch: Architecture | dict, outcome: Outcome) -> None:
+        """A trained child that ended ok enters the population; the oldest member leaves. (A
+        search without one parses no architecture here: this is on every commit's path.)"""
         if self.population.maxlen and not outcome.cached and outcome.status == "ok" \
                 and outcome.reward is not None and math.isfinite(outcome.reward):
-            self.population.append(Member(arch, outcome.reward))
+            self.population.append(Member(arch.as_dict() if isinstance(arch, Architecture) else arch,
+                                          outcome.reward))
 
     @property
     def done(self) -> bool:
