@@ -130,7 +130,10 @@ def test_ctrl_c_on_a_live_terminal_keeps_every_finished_child(ray_session, tmp_p
     import select
     import struct
     import termios
-    path = write_config(tmp_path, evaluator={"type": "python", "target": "tests.toys:sleep_then_score"},
+    # A space the policy cannot exhaust: the search must still be running when Ctrl-C comes,
+    # not ended by the sample cap on the 144 toy architectures.
+    space = {"type": "categorical", "decisions": TOY_SPACE["decisions"] + [{"name": "e", "choices": list(range(1000))}]}
+    path = write_config(tmp_path, space=space, evaluator={"type": "python", "target": "tests.toys:sleep_then_score"},
                         budget={"children": 1000})
     run_dir = tmp_path / "run"
     main, follower = pty.openpty()
