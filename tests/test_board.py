@@ -61,8 +61,9 @@ def test_serial_search_writes_the_store_numbers_to_tensorboard(tmp_path):
 
 
 def test_distributed_search_writes_tensorboard(ray_session, tmp_path):
+    # A budget that one replica cannot spend alone before the other starts, on a loaded machine.
     config = toy_config(cluster={"parameter_servers": 2, "replicas": 2, "children_per_replica": 2,
-                                 "cpus_per_child": 0.25}, budget={"children": 12})
+                                 "cpus_per_child": 0.25}, budget={"children": 40})
     run_search(config, tmp_path / "run")
     check_board_matches_store(tmp_path / "run")
     assert {r[0] for r in store_of(tmp_path / "run")[1]} == {0, 1}  # both replicas' updates
