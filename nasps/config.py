@@ -196,6 +196,10 @@ class RandomStrategyConfig:
 
     type: Literal["random"] = option("random", "search strategy type")
 
+    @property
+    def recent_children(self) -> int:
+        return 0  # it proposes from no earlier child
+
 
 @dataclass(frozen=True, kw_only=True)
 class LSTMPolicyConfig:
@@ -211,6 +215,22 @@ class LSTMPolicyConfig:
     tanh_constant: Union[float, None] = option(
         2.5, "logits become C*tanh(logits), bounding them to [-C, C] (null = off, as in the paper)",
         above=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScreeningConfig:
+    """A reward predictor fitted on the children trained so far screens the controller's
+    samples: of ``candidates`` samples, the one it ranks best among those not trained yet is
+    trained (nasps.predictor)."""
+
+    candidates: int = option(8, "architectures the policy samples for each child trained; the reward "
+                                "predictor's favourite among those not trained yet is trained (1 = off: "
+                                "every sample is trained)", min=1)
+    warmup: int = option(10, "children that trained ok before the predictor screens; until then the "
+                             "policy's samples are trained as drawn", min=1)
+    history: int = option(1000, "the predictor learns from the last this many children that trained ok",
+                          min=1)
+    ridge: float = option(3.0, "the ridge regression's regularisation", above=0.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,6 +257,8 @@ class ReinforceStrategyConfig:
         True, "architectures sampled again (cached rows) enter the gradient like new ones")
     failure_reward: Union[float, None] = option(
         None, "reward given to failed or diverged children; null leaves them out of the gradient")
+    screening: ScreeningConfig = field(default_factory=ScreeningConfig,
+                                       metadata={"doc": "the reward predictor that screens samples"})
 
     def check(self, key: str) -> None:
         for i, beta in enumerate(self.adam_betas):
@@ -261,6 +283,11 @@ class ReinforceStrategyConfig:
             return self.entropy_weight
         return 1e-3 if self.policy == "lstm" else 0.0
 
+    @property
+    def recent_children(self) -> int:
+        """How many of the last children that trained ok the controller proposes from."""
+        return self.screening.history if self.screening.candidates > 1 else 0
+
 
 @dataclass(frozen=True, kw_only=True)
 class EvolutionStrategyConfig:
@@ -272,6 +299,10 @@ class EvolutionStrategyConfig:
                                  "until it is full, children are random", min=2)
     sample_size: int = option(3, "members drawn at random for each mutant; the best of them is its parent",
                               min=1)
+
+    @property
+    def recent_children(self) -> int:
+        return self.population
 
     def check(self, key: str) -> None:
         if self.sample_size > self.population:

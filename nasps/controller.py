@@ -1,14 +1,15 @@
-"""One controller replica's own logic: sample m architectures, turn their rewards into a gradient
-(REINFORCE), or propose mutants of the population (evolution).
+"""One controller replica's own logic: sample m architectures (screened by a reward predictor),
+turn their rewards into a gradient (REINFORCE), or propose mutants of the population (evolution).
 
 The serial search loop and the Ray replica actor both drive this class; neither re-implements
 the maths. A replica's state is its random generator, its reward baseline and the sequence
-number of its next push.
+number of its next push; the recent children it proposes from come from the ledger.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections import deque
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -18,6 +19,7 @@ from nasps.config import EvolutionStrategyConfig, ReinforceStrategyConfig
 from nasps.evolution import AgingEvolution
 from nasps.ledger import Member, Outcome
 from nasps.policies import Policy, SampledBatch
+from nasps.predictor import screen
 from nasps.reinforce import policy_gradient
 from nasps.spaces import Architecture, SearchSpace
 from nasps.store import RoundStats
@@ -50,25 +52,46 @@ class Controller:
         self.evolution = None
         if isinstance(strategy, EvolutionStrategyConfig):
             self.evolution = AgingEvolution(space.decisions(), strategy.population, strategy.sample_size)
+        self.screening = strategy.screening if isinstance(strategy, ReinforceStrategyConfig) \
+            and strategy.screening.candidates > 1 else None
+        # The ledger's recent children (choice indices, reward), and how many ever joined them.
+        self.recent: deque[tuple[tuple[int, ...], float]] = deque(maxlen=max(1, strategy.recent_children))
+        self.known = 0
+        # What this controller sent to train lately: screening passes over them too, as their
+        # results may not have reached it yet.
+        self.proposed: deque[tuple[int, ...]] = deque(maxlen=max(1, strategy.recent_children))
 
     @property
     def learns(self) -> bool:
         return self.policy.learns
 
-    def sample(self, params: torch.Tensor, samples: int = 0, n: Optional[int] = None,
-               population: Sequence[Member] = ()) -> tuple[SampledBatch, list[Architecture]]:
+    def observe(self, members: Sequence[Member], end: int) -> None:
+        """Children that joined the ledger's recent ones: ``members`` are the last of the
+        ``end`` that ever joined (a reply may repeat some this controller has seen)."""
+        new = min(end - self.known, len(members))
+        for m in members[len(members) - new:] if new > 0 else ():
+            self.recent.append((tuple(self.space.encode(Architecture.from_value(self.space.type_name, m.arch))),
+                                m.reward))
+        self.known = max(self.known, end)
+
+    def sample(self, params: torch.Tensor, samples: int = 0,
+               n: Optional[int] = None) -> tuple[SampledBatch, list[Architecture]]:
         """n architectures (default m); ``samples`` (children sampled so far, all replicas
         together) sets the depth in force when the space has a curriculum. Evolution proposes
-        from ``population`` (the ledger's) instead of the policy."""
+        from its population (the recent children) instead of the policy."""
         length = len(self.space.decisions(self.space.depth_at(samples)))
         n = self.m if n is None else n
-        if self.evolution is None:
-            batch = self.policy.sample(params, n, self.generator, length)
-        else:
-            members = [(tuple(self.space.encode(Architecture.from_value(self.space.type_name, m.arch))), m.reward)
-                       for m in population]
-            actions = self.evolution.propose(members, n, length, self.generator)
+        if self.evolution is not None:
+            actions = self.evolution.propose(list(self.recent), n, length, self.generator)
             batch = SampledBatch(tuple(actions), (0.0,) * n, (0.0,) * n)  # no policy: nothing to score
+        elif self.screening is not None and len(self.recent) >= self.screening.warmup:
+            drawn = self.policy.sample(params, n * self.screening.candidates, self.generator, length)
+            picks = screen(drawn.actions, n, self.recent, self.screening.ridge, also_trained=self.proposed)
+            batch = SampledBatch(*(tuple(column[i] for i in picks)
+                                   for column in (drawn.actions, drawn.log_probs, drawn.entropies)))
+            self.proposed.extend(batch.actions)
+        else:
+            batch = self.policy.sample(params, n, self.generator, length)
         return batch, [self.space.decode(a) for a in batch.actions]
 
     def feedback(self, actions: Sequence[tuple[int, ...]], outcomes: Sequence[Optional[Outcome]]) -> list[Scored]:

@@ -65,12 +65,14 @@ class Admitted:
     admissions: tuple[Admission, ...]
     samples: int
     outcomes: tuple[Outcome, ...] = ()
-    population: tuple["Member", ...] = ()  # evolution's, as of this answer (nasps.evolution)
+    recent: tuple["Member", ...] = ()  # the recent children the replica has not seen yet
+    recent_end: int = 0  # how many children have ever joined the recent ones, these included
 
 
 @dataclass(frozen=True)
 class Member:
-    """A child of evolution's population: its architecture's value and its reward."""
+    """A child that trained ok, as evolution and the reward predictor see it: its
+    architecture's value and its reward."""
 
     arch: dict
     reward: float
@@ -109,13 +111,13 @@ class Progress:
 class Ledger:
     def __init__(self, store: ResultsStore, budget_children: int, sample_cap: int, *,
                  max_consecutive_failures: Optional[int] = None, run_started_at: Optional[float] = None,
-                 pending_in_flight: bool = False, population: int = 0):
+                 pending_in_flight: bool = False, recent: int = 0):
         """``run_started_at``: failures committed since then are reused by repeats (None: all).
         ``pending_in_flight``: the store's pending children are still being trained by the
         replicas it names (the recorder was restarted mid-run); otherwise (a new driver run)
         they were in flight when the search stopped and are to be trained again, once.
-        ``population``: keep the last this many children that trained ok, in the order they
-        were committed (evolution's population; 0 = none)."""
+        ``recent``: keep the last this many children that trained ok, in the order they were
+        committed (evolution's population, the reward predictor's data; 0 = none)."""
         self.store = store
         self.budget = budget_children
         self.sample_cap = sample_cap
@@ -126,13 +128,14 @@ class Ledger:
         self._in_flight: Counter[str] = Counter()  # arch hash -> children being trained
         self._running: dict[Optional[int], list[Architecture]] = {}  # replica -> admitted to run
         self._statuses: Counter[str] = Counter()
-        self.population: deque[Member] = deque(maxlen=population)
+        self.recent: deque[Member] = deque(maxlen=recent)
+        self.recent_end = 0  # children that ever joined `recent`
         rows = store.children()
         for row in rows:
             since = run_started_at is None or (row.finished_at or 0.0) >= run_started_at
             outcome = Outcome(row.id, row.status, row.reward, row.cached, row.error)
             self._note(row.arch_hash, outcome, reusable_failure=since, metrics=row.metrics)
-            self._join_population(row.arch, outcome)
+            self._join_recent(row.arch, outcome)
         self.progress.failures_in_a_row, self.progress.last_error = 0, None  # a streak is per driver run
         self.max_failures = max_consecutive_failures
         self.recovered: list[Architecture] = []  # admitted, not finished, and nobody trains them
@@ -243,7 +246,7 @@ class Ledger:
                     running.remove(arch)
                     break
             self._note(arch.hash, outcome, metrics=metrics)
-            self._join_population(arch, outcome)
+            self._join_recent(arch, outcome)
             outcomes[k] = outcome
         return outcomes
 
@@ -284,13 +287,20 @@ class Ledger:
     def interrupt(self) -> None:
         self.progress.stop_reason = "interrupted"
 
-    def _join_population(self, arch: Architecture | dict, outcome: Outcome) -> None:
-        """A trained child that ended ok enters the population; the oldest member leaves. (A
-        search without one parses no architecture here: this is on every commit's path.)"""
-        if self.population.maxlen and not outcome.cached and outcome.status == "ok" \
+    def _join_recent(self, arch: Architecture | dict, outcome: Outcome) -> None:
+        """A trained child that ended ok joins the recent ones; the oldest leaves. (A search
+        that keeps none parses no architecture here: this is on every commit's path.)"""
+        if self.recent.maxlen and not outcome.cached and outcome.status == "ok" \
                 and outcome.reward is not None and math.isfinite(outcome.reward):
-            self.population.append(Member(arch.as_dict() if isinstance(arch, Architecture) else arch,
-                                          outcome.reward))
+            self.recent.append(Member(arch.as_dict() if isinstance(arch, Architecture) else arch,
+                                      outcome.reward))
+            self.recent_end += 1
+
+    def recent_since(self, known: int) -> tuple[tuple[Member, ...], int]:
+        """The recent children after the first ``known`` that ever joined (those still kept),
+        and how many ever joined: a replica asks for only what it has not seen."""
+        new = min(self.recent_end - known, len(self.recent))
+        return (tuple(list(self.recent)[len(self.recent) - new:]) if new > 0 else ()), self.recent_end
 
     @property
     def done(self) -> bool:

@@ -35,7 +35,7 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
     store = open_new_store(run_dir, config)
     ledger = Ledger(store, config.budget.children, config.budget.sample_cap,
                     max_consecutive_failures=config.budget.max_consecutive_failures,
-                    population=getattr(config.strategy, "population", 0))
+                    recent=config.strategy.recent_children)
     board = open_board(run_dir, config)
     shard = ParameterShard(0, policy.initial_params(config.seed), adam_settings(config))
     controller = Controller(0, space, policy, config.strategy,
@@ -43,7 +43,8 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
     try:
         while not ledger.done:
             params, version = shard.pull()
-            batch, archs = controller.sample(params, ledger.progress.samples, population=ledger.population)
+            controller.observe(*ledger.recent_since(controller.known))
+            batch, archs = controller.sample(params, ledger.progress.samples)
             admissions = ledger.admit(archs)
             outcomes = [None] * len(archs)
             # Trained children first, so a repeat within the batch can reuse their result.

@@ -467,6 +467,9 @@ def test_paths_that_are_no_config_file(capsys, tmp_path):
     ("nosuchsection.key=1", ["nosuchsection: unknown key"]),
     ("strategy={type: genetic}", ["strategy.type", "reinforce, random, evolution"]),
     ("strategy={type: evolution, population: 3, sample_size: 4}", ["strategy.sample_size: 4", "population (3)"]),
+    ("strategy.screening.candidates=0", ["strategy.screening.candidates: must be >= 1"]),
+    ("strategy.screening.ridge=0", ["strategy.screening.ridge"]),
+    ("strategy={type: random, screening: {candidates: 4}}", ["strategy.screening: unknown key"]),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_overrides(capsys, tmp_path, data, override, needles):
     path = write(tmp_path, SEARCH_BASES["categorical"], data)

@@ -37,7 +37,7 @@ def child(value: dict, reward: float, status: str = "ok") -> tuple[Architecture,
 
 
 def test_the_oldest_member_leaves_not_the_worst(tmp_path):
-    ledger = Ledger(open_new_store(tmp_path / "run", toy_config()), 10, 100, population=3)
+    ledger = Ledger(open_new_store(tmp_path / "run", toy_config()), 10, 100, recent=3)
     archs = [child({"a": i}, reward) for i, reward in enumerate([0.9, 0.1, 0.5])]
     archs.append(child({"a": 3}, 0.0, status="failed"))  # no reward: not a member
     archs.append(child({"a": 4}, 0.2))
@@ -45,11 +45,15 @@ def test_the_oldest_member_leaves_not_the_worst(tmp_path):
     ledger.record_all([(a, r, 0) for a, r in archs], 0)
     ledger.admit([archs[0][0]])
     ledger.record_cached(archs[0][0], 0, 0)  # a repeat is not trained: not a member either
-    assert list(ledger.population) == [Member({"a": 1}, 0.1), Member({"a": 2}, 0.5), Member({"a": 4}, 0.2)]
+    assert list(ledger.recent) == [Member({"a": 1}, 0.1), Member({"a": 2}, 0.5), Member({"a": 4}, 0.2)]
+    # A replica asks for what it has not seen: after the first 2 of the 4 that ever joined.
+    assert ledger.recent_since(2) == ((Member({"a": 2}, 0.5), Member({"a": 4}, 0.2)), 4)
+    assert ledger.recent_since(0) == (tuple(ledger.recent), 4)  # the oldest has left
     ledger.close()
     # The population is the store's: a ledger rebuilt from it (a resume, a restarted recorder) has it.
-    rebuilt = Ledger(ResultsStore(tmp_path / "run" / "results.sqlite"), 10, 100, population=3)
-    assert list(rebuilt.population) == [Member({"a": 1}, 0.1), Member({"a": 2}, 0.5), Member({"a": 4}, 0.2)]
+    rebuilt = Ledger(ResultsStore(tmp_path / "run" / "results.sqlite"), 10, 100, recent=3)
+    assert rebuilt.recent_end == 4
+    assert list(rebuilt.recent) == [Member({"a": 1}, 0.1), Member({"a": 2}, 0.5), Member({"a": 4}, 0.2)]
     rebuilt.close()
 
 
@@ -112,13 +116,12 @@ def test_evolution_proposes_valid_architectures_in_every_space(space):
     config = config_from_dict({"space": space, "evaluator": {"target": "a:b"}, "strategy": EVOLUTION})
     built = build_space(config.space)
     controller = Controller(0, built, build_policy(config.strategy, built.decisions()), config.strategy, 4, 0)
-    population = []
     for samples in range(0, 30, 4):
-        _, archs = controller.sample(torch.zeros(0), samples, population=population)
+        _, archs = controller.sample(torch.zeros(0), samples)
         for arch in archs:
             assert built.decode(built.encode(arch)) == arch  # a valid architecture of the space
             assert arch.depth == built.depth_at(samples)
-        population = (population + [Member(a.as_dict(), float(k)) for k, a in enumerate(archs)])[-5:]
+        controller.observe([Member(a.as_dict(), float(k)) for k, a in enumerate(archs)], samples + 4)
 
 
 def test_a_sample_size_above_the_population_is_refused():

@@ -157,6 +157,7 @@ def test_default_learning_rates():
         strategy = load_config(ROOT / "configs" / name).strategy
         assert strategy.learning_rate == paper and strategy.entropy_weight_in_force == 0.0
         assert strategy.lstm.temperature is None and strategy.lstm.tanh_constant is None
+        assert strategy.screening.candidates == 1  # every sample trained, as in the paper
     cfg = config_from_dict({"space": {"type": "rnn_cell"}, "evaluator": {"target": "a:b"},
                             "strategy": {"policy": "lstm", "learning_rate": 0.01}})
     assert adam_settings(cfg).learning_rate == 0.01

@@ -7,7 +7,7 @@ calls the same policy, REINFORCE, ledger and evaluator code as the Ray runtime.
 Published (NAS-Bench-201, Table 5): random 93.70 +- 0.36, REINFORCE 93.85 +- 0.37,
 regularised evolution 93.92 +- 0.30, optimum 94.37.
 
-    python bench/nb201/run.py [--table CSV] [--seeds 30] [--evaluations 150] [--noise 0.5]
+    python bench/nb201/run.py [--table CSV] [--seeds 50] [--evaluations 150] [--noise 0.5]
 
 ``--noise STD``: the reward gets Gaussian noise of STD accuracy points (table.py says how).
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import statistics
 import sys
@@ -34,18 +35,21 @@ from nasps.search import run_serial  # noqa: E402
 from nasps.store import ResultsStore  # noqa: E402
 
 # name -> strategy section (m = 1 throughout, as in NAS-Bench-201's REINFORCE). The LSTM's
-# defaults (lr 0.01, temperature 5, tanh 2.5, entropy 1e-3) were chosen on seeds 0..59;
-# --ablations reruns that study.
+# defaults (lr 0.01, temperature 5, tanh 2.5, entropy 1e-3, screening of 8 candidates) were
+# chosen on seeds 0..59; --ablations reruns that study.
+NO_SCREENING = {"screening": {"candidates": 1}}
 LSTM_PAPER = {"type": "reinforce", "policy": "lstm", "learning_rate": 0.0006, "entropy_weight": 0.0,
-              "lstm": {"temperature": None, "tanh_constant": None}}
-LSTM_SOFT = {"type": "reinforce", "policy": "lstm", "entropy_weight": 0.0}  # the defaults but entropy
+              "lstm": {"temperature": None, "tanh_constant": None}, **NO_SCREENING}
+LSTM_SOFT = {"type": "reinforce", "policy": "lstm", "entropy_weight": 0.0, **NO_SCREENING}
+EVOLUTION = "evolution (population 10, sample 3)"
 STRATEGIES = {
     "random": {"type": "random"},
+    EVOLUTION: {"type": "evolution", "population": 10, "sample_size": 3},
     "factorized (lr 6e-4, as the paper)": {"type": "reinforce", "learning_rate": 0.0006},
     "factorized (lr 0.1)": {"type": "reinforce", "learning_rate": 0.1},
     "lstm (the paper's settings)": LSTM_PAPER,
     "lstm (its defaults)": {"type": "reinforce", "policy": "lstm"},
-    "evolution (population 10, sample 3)": {"type": "evolution", "population": 10, "sample_size": 3},
+    "lstm (its defaults, no screening)": {"type": "reinforce", "policy": "lstm", **NO_SCREENING},
 }
 # One setting changed at a time, to see what each does.
 ABLATIONS = {
@@ -54,6 +58,10 @@ ABLATIONS = {
     "  same, baseline decay 0.8": {**LSTM_SOFT, "baseline_decay": 0.8},
     "  same, repeats not learned from": {**LSTM_SOFT, "learn_from_repeats": False},
     "lstm defaults, lr 0.02": {"type": "reinforce", "policy": "lstm", "learning_rate": 0.02},
+    "lstm defaults, screening 16 candidates": {"type": "reinforce", "policy": "lstm",
+                                               "screening": {"candidates": 16}},
+    "lstm defaults, screening 32 candidates": {"type": "reinforce", "policy": "lstm",
+                                               "screening": {"candidates": 32}},
 }
 STRATEGY_M: dict[str, int] = {}  # m per strategy where not 1
 
@@ -81,7 +89,7 @@ def search_once(strategy: dict, m: int, seed: int, evaluations: int, run_dir: Pa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", type=Path, default=None, help="path of nb201_cifar10.csv")
-    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--first-seed", type=int, default=100,
                         help="seeds used: first-seed .. first-seed+seeds-1 (settings were tuned on 0..59)")
     parser.add_argument("--evaluations", type=int, default=150)
@@ -108,6 +116,7 @@ def main() -> None:
           "200-epoch test accuracy of the picked cell, mean +- std")
     torch.set_num_threads(1)  # the controller's tensors are tiny; threads only add overhead
     strategies = {**STRATEGIES, **(ABLATIONS if args.ablations else {})}
+    evolution: list[float] = []  # its accuracy per seed, to compare the others with on the same seeds
     for name, strategy in strategies.items():
         if args.only and name not in args.only:
             continue
@@ -117,8 +126,16 @@ def main() -> None:
             seeds = range(args.first_seed, args.first_seed + args.seeds)
             accs = [search_once(strategy, m, seed, args.evaluations, Path(tmp) / f"s{seed}")
                     for seed in seeds]
-        print(f"{name:<48} m={m}  {statistics.fmean(accs):.2f} +- {statistics.stdev(accs):.2f}  "
-              f"(min {min(accs):.2f}, max {max(accs):.2f}; {time.time() - start:.0f} s)", flush=True)
+        if name == EVOLUTION:
+            evolution = accs
+        against = ""
+        if evolution and name != EVOLUTION:
+            diffs = [a - e for a, e in zip(accs, evolution)]
+            against = (f"; minus evolution {statistics.fmean(diffs):+.3f} "
+                       f"(SE {statistics.stdev(diffs) / math.sqrt(len(diffs)):.3f})")
+        print(f"{name:<48} m={m}  {statistics.fmean(accs):.3f} +- {statistics.stdev(accs):.2f}  "
+              f"(SE {statistics.stdev(accs) / math.sqrt(len(accs)):.3f}, min {min(accs):.2f}, max {max(accs):.2f}"
+              f"{against}; {time.time() - start:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

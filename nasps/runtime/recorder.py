@@ -51,12 +51,12 @@ class Recorder:
 
     def __init__(self, store_path: str, budget_children: int, sample_cap: int,
                  max_consecutive_failures: Optional[int] = None, run_started_at: Optional[float] = None,
-                 population: int = 0):
+                 recent: int = 0):
         restarted = was_restarted()
         self.path = Path(store_path)
         self.ledger = Ledger(ResultsStore(self.path), budget_children, sample_cap,
                              max_consecutive_failures=max_consecutive_failures, run_started_at=run_started_at,
-                             pending_in_flight=restarted, population=population)
+                             pending_in_flight=restarted, recent=recent)
         self._changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.controllers: dict[int, dict] = {}  # replica -> its controller state at its last push
         self.generations: dict[int, int] = {}  # replica -> restarts: calls of older ones are stale
@@ -69,10 +69,11 @@ class Recorder:
 
     async def admit(self, archs: list[Architecture], replica: Optional[int] = None, generation: int = 0,
                     finished: Sequence[tuple[Architecture, ChildResult, Optional[int]]] = (),
-                    report: Optional[PushReport] = None) -> Admitted:
+                    report: Optional[PushReport] = None, known: int = 0) -> Admitted:
         """Admit a replica's new samples. The replica's children that finished since its last
         call (rows of architecture, result, the policy version it was sampled from) and its
-        last update's report ride along, committed first in the same transaction."""
+        last update's report ride along, committed first in the same transaction. The answer
+        carries the recent children after the first ``known`` (those the replica has seen)."""
         # A replica the driver has already replaced (its process outlived the verdict) gets
         # nothing more to train, so no ticket goes to a child nobody will finish.
         stale = self._stale(replica, generation)
@@ -83,7 +84,7 @@ class Recorder:
             admissions = [Admission("drop")] * len(archs) if stale else self.ledger.admit(archs, replica)
         self._refuse_stale(replica, generation, finished)
         return Admitted(tuple(admissions), self.ledger.progress.samples, tuple(outcomes),
-                        tuple(self.ledger.population))
+                        *self.ledger.recent_since(known))
 
     async def record(self, children: list[tuple[Architecture, ChildResult, Optional[int]]], replica: int,
                      generation: int = 0) -> list[Outcome]:
@@ -166,9 +167,10 @@ class Recorder:
     async def progress(self) -> Progress:
         return self.ledger.progress
 
-    async def population(self) -> tuple[Member, ...]:
-        """Evolution's population now (empty for other strategies)."""
-        return tuple(self.ledger.population)
+    async def recent(self) -> tuple[tuple[Member, ...], int]:
+        """The recent children evolution and the reward predictor propose from (none for
+        other strategies), and how many ever joined them."""
+        return self.ledger.recent_since(0)
 
     async def interrupt(self) -> None:
         self.ledger.interrupt()

@@ -102,7 +102,6 @@ class ControllerReplica:
         self.recovering = True  # children a stopped search or a dead replica left come first
         self.params, self.versions = torch.zeros(0), []
         self.samples = 0  # children sampled by all replicas, as of this replica's last admission
-        self.population = ()  # evolution's, as of this replica's last admission
 
     def ready(self) -> int:
         """Returns once every child worker of this replica has started (or failed to): how
@@ -115,8 +114,7 @@ class ControllerReplica:
         self.samples = ray.get(self.recorder.progress.remote()).samples  # the depth in force
         if self.samples and not self.saved_stream:
             self.controller.new_stream(self.samples)
-        if self.controller.evolution is not None:
-            self.population = ray.get(self.recorder.population.remote())
+        self.controller.observe(*ray.get(self.recorder.recent.remote()))
         if self.controller.learns:
             self._take_parameters(ray.get([s.pull.remote() for s in self.shards]))
         else:
@@ -174,7 +172,7 @@ class ControllerReplica:
                 self.pool.queue.extend(Child(arch) for arch in archs)
                 return
         t0 = time.perf_counter()
-        sampled, archs = self.controller.sample(self.params, self.samples, n, self.population)
+        sampled, archs = self.controller.sample(self.params, self.samples, n)
         self.stats.sample_s += time.perf_counter() - t0
         self.stats.samples += n
         self.stats.admissions += 1
@@ -183,7 +181,8 @@ class ControllerReplica:
         finished, self.unrecorded = self.unrecorded, []
         self.stats.commits += bool(finished)
         admitted = self.recorder.admit.remote(archs, self.replica, self.generation,
-                                              [(c.arch, result, c.version) for c, result in finished], self.report)
+                                              [(c.arch, result, c.version) for c, result in finished], self.report,
+                                              self.controller.known)
         self.report = None
         version = min(self.versions) if self.versions else None
         children = [Child(arch, tuple(actions), entropy, version)
@@ -275,7 +274,7 @@ class ControllerReplica:
         self.admitting -= len(children)
         admitted = ray.get(ref)
         self.samples = admitted.samples
-        self.population = admitted.population
+        self.controller.observe(admitted.recent, admitted.recent_end)
         self._committed(finished, admitted.outcomes)
         for child, admission in zip(children, admitted.admissions):
             if admission.kind == "run":
