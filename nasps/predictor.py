@@ -2,7 +2,8 @@
 
 The controller samples ``candidates`` architectures for each child; only the one the predictor
 ranks best among those not yet trained is trained, and it enters REINFORCE as any sample does.
-A trained child costs minutes to hours; a prediction costs microseconds.
+A trained child costs minutes to hours; screening costs milliseconds, up to about 0.2 s with
+1,000 children of 60 decisions (the fit is redone on every call).
 
 The predictor is kernel ridge regression on the children that trained ok. Two architectures
 are alike by how many decisions they share: with s decisions equal (over their common prefix),
