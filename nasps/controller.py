@@ -19,7 +19,7 @@ from nasps.config import EvolutionStrategyConfig, ReinforceStrategyConfig
 from nasps.evolution import AgingEvolution
 from nasps.ledger import Member, Outcome
 from nasps.policies import Policy, SampledBatch
-from nasps.predictor import screen
+from nasps.predictor import RewardPredictor, screen
 from nasps.reinforce import policy_gradient
 from nasps.spaces import Architecture, SearchSpace
 from nasps.store import RoundStats
@@ -57,9 +57,12 @@ class Controller:
         # The ledger's recent children (choice indices, reward), and how many ever joined them.
         self.recent: deque[tuple[tuple[int, ...], float]] = deque(maxlen=max(1, strategy.recent_children))
         self.known = 0
-        # What this controller sent to train lately: screening passes over them too, as their
-        # results may not have reached it yet.
-        self.proposed: deque[tuple[int, ...]] = deque(maxlen=max(1, strategy.recent_children))
+        if self.screening is not None:
+            # What this controller sent to train lately: screening passes over them too, as
+            # their results may not have reached it yet.
+            self.proposed: deque[tuple[int, ...]] = deque(maxlen=strategy.recent_children)
+            self.predictor: Optional[RewardPredictor] = None
+            self.fitted_at = 0  # self.known when the predictor was fitted
 
     @property
     def learns(self) -> bool:
@@ -86,13 +89,23 @@ class Controller:
             batch = SampledBatch(tuple(actions), (0.0,) * n, (0.0,) * n)  # no policy: nothing to score
         elif self.screening is not None and len(self.recent) >= self.screening.warmup:
             drawn = self.policy.sample(params, n * self.screening.candidates, self.generator, length)
-            picks = screen(drawn.actions, n, self.recent, self.screening.ridge, also_trained=self.proposed)
+            trained = {a for a, _ in self.recent}.union(self.proposed)
+            picks = screen(drawn.actions, n, self._fitted_predictor(), trained)
             batch = SampledBatch(*(tuple(column[i] for i in picks)
                                    for column in (drawn.actions, drawn.log_probs, drawn.entropies)))
             self.proposed.extend(batch.actions)
         else:
             batch = self.policy.sample(params, n, self.generator, length)
         return batch, [self.space.decode(a) for a in batch.actions]
+
+    def _fitted_predictor(self) -> RewardPredictor:
+        """The predictor, fitted again once the recent children have grown by a 32nd since the
+        last fit: a fit costs O(n^3) for n children, so each child's share stays small, and a
+        prediction misses at most the newest 3% of them (which screening still passes over)."""
+        if self.predictor is None or self.known - self.fitted_at >= max(1, len(self.recent) // 32):
+            self.predictor = RewardPredictor(self.recent, self.screening.ridge)
+            self.fitted_at = self.known
+        return self.predictor
 
     def feedback(self, actions: Sequence[tuple[int, ...]], outcomes: Sequence[Optional[Outcome]]) -> list[Scored]:
         """The (actions, reward) pairs that enter the gradient.

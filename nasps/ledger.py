@@ -22,6 +22,7 @@ the store (a resumed search, a recorder restarted) knows what is in flight.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -300,7 +301,8 @@ class Ledger:
         """The recent children after the first ``known`` that ever joined (those still kept),
         and how many ever joined: a replica asks for only what it has not seen."""
         new = min(self.recent_end - known, len(self.recent))
-        return (tuple(list(self.recent)[len(self.recent) - new:]) if new > 0 else ()), self.recent_end
+        newest_first = itertools.islice(reversed(self.recent), max(new, 0))
+        return tuple(reversed(tuple(newest_first))), self.recent_end
 
     @property
     def done(self) -> bool:

@@ -33,23 +33,35 @@ def test_kernel_ridge_predictions_worked_out_by_hand():
     assert predictor.predict([(0, 0), (0, 1), (1, 1), (2, 2)]) == pytest.approx([0.875, 0.5, 0.125, 0.5])
 
 
+def test_predictions_across_depths_and_for_choices_never_fitted():
+    # (0,) and (0, 1), as a depth curriculum leaves them, ridge 1: K = [[1, 1], [1, 3]],
+    # (K + I)^-1 = [[4, -1], [-1, 2]] / 7, y - mean = (0.5, -0.5), alpha = (5/14, -3/14).
+    predictor = RewardPredictor([((0,), 1.0), ((0, 1), 0.0)], ridge=1.0)
+    assert predictor.alpha.tolist() == pytest.approx([5 / 14, -3 / 14])
+    # (0, 1): k = (1, 3); (0, 2), a choice no fitted child has: k = (1, 1); (5,): nothing shared.
+    assert predictor.predict([(0, 1), (0, 2)]) == pytest.approx([0.5 - 4 / 14, 0.5 + 2 / 14])
+    assert predictor.predict([(5,)]) == pytest.approx([0.5])
+
+
 def test_screening_trains_the_best_predicted_new_candidate():
     children = [((0, 0), 1.0), ((1, 1), 0.0)]
     candidates = [(1, 1), (1, 0), (0, 0), (0, 1), (0, 1), (2, 2)]
     # (1, 1) and (0, 0) are trained already; (0, 1) is sampled twice. Predictions of the new
     # ones: (1, 0) 0.5, (0, 1) 0.5, (2, 2) 0.5 with ridge 1: ties go to the first sampled.
-    assert screen(candidates, 2, children, ridge=1.0) == [1, 3]
+    trained = {a for a, _ in children}
+    assert screen(candidates, 2, RewardPredictor(children, ridge=1.0), trained) == [1, 3]
     # A third child, (0, 2) with reward 1: mean 2/3, K + I = [[4, 0, 1], [0, 4, 0], [1, 0, 4]],
     # alpha = (1/15, -1/6, 1/15). (2, 2) shares a decision with (0, 2) only: 2/3 + 1/15;
     # (0, 1) with all three: 2/3 + 1/15 - 1/6 + 1/15; (1, 0) with (0, 0) and (1, 1).
     children.append(((0, 2), 1.0))
-    assert RewardPredictor(children, ridge=1.0).predict([(2, 2), (0, 1), (1, 0)]) == \
-        pytest.approx([22 / 30, 19 / 30, 17 / 30])
-    assert screen(candidates, 1, children, ridge=1.0) == [5]
+    predictor = RewardPredictor(children, ridge=1.0)
+    assert predictor.predict([(2, 2), (0, 1), (1, 0)]) == pytest.approx([22 / 30, 19 / 30, 17 / 30])
+    trained.add((0, 2))
+    assert screen(candidates, 1, predictor, trained) == [5]
     # Fewer new candidates than asked for: the rest follow in the order they were sampled.
-    assert screen(candidates, 5, children, ridge=1.0) == [5, 3, 1, 0, 2]
+    assert screen(candidates, 5, predictor, trained) == [5, 3, 1, 0, 2]
     # Sent to train, with no result yet: passed over as if trained.
-    assert screen(candidates, 2, children, ridge=1.0, also_trained=[(2, 2)]) == [3, 1]
+    assert screen(candidates, 2, predictor, trained | {(2, 2)}) == [3, 1]
 
 
 def test_the_controller_screens_once_it_has_seen_enough_children():
@@ -79,6 +91,24 @@ def test_the_controller_screens_once_it_has_seen_enough_children():
     # A reply that repeats children already seen adds only the new ones.
     controller.observe(members[1:] + [Member(good, 0.9)], 4)
     assert len(controller.recent) == 4 and controller.known == 4
+
+
+def test_the_controller_refits_its_predictor_as_its_children_grow_by_a_32nd():
+    config = config_from_dict({"space": TOY_SPACE, "evaluator": {"target": "a:b"}, "strategy": {}})
+    space = build_space(config.space)
+    policy = build_policy(config.strategy, space.decisions())
+    controller = Controller(0, space, policy, config.strategy, 1, seed=0)
+    params = policy.initial_params(0)
+    members = [Member({"a": i % 4, "b": "xyz"[i % 3], "c": 0.5, "d": 1 + i // 16 % 4}, i / 64) for i in range(66)]
+    controller.observe(members[:64], 64)
+    controller.sample(params)
+    first = controller.predictor
+    controller.observe(members[:65], 65)  # one new child: fewer than 65 // 32
+    controller.sample(params)
+    assert controller.predictor is first
+    controller.observe(members, 66)  # two since the fit: fitted again, on all 66
+    controller.sample(params)
+    assert controller.predictor is not first and controller.predictor.alpha.shape == (66,)
 
 
 def test_replicas_on_ray_screen_with_every_replicas_children(ray_session, tmp_path):
