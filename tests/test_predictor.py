@@ -93,22 +93,19 @@ def test_the_controller_screens_once_it_has_seen_enough_children():
     assert len(controller.recent) == 4 and controller.known == 4
 
 
-def test_the_controller_refits_its_predictor_as_its_children_grow_by_a_32nd():
+def test_the_controller_refits_its_predictor_on_every_child_while_cheap_and_less_often_beyond():
     config = config_from_dict({"space": TOY_SPACE, "evaluator": {"target": "a:b"}, "strategy": {}})
     space = build_space(config.space)
     policy = build_policy(config.strategy, space.decisions())
     controller = Controller(0, space, policy, config.strategy, 1, seed=0)
     params = policy.initial_params(0)
-    members = [Member({"a": i % 4, "b": "xyz"[i % 3], "c": 0.5, "d": 1 + i // 16 % 4}, i / 64) for i in range(66)]
-    controller.observe(members[:64], 64)
-    controller.sample(params)
-    first = controller.predictor
-    controller.observe(members[:65], 65)  # one new child: fewer than 65 // 32
-    controller.sample(params)
-    assert controller.predictor is first
-    controller.observe(members, 66)  # two since the fit: fitted again, on all 66
-    controller.sample(params)
-    assert controller.predictor is not first and controller.predictor.alpha.shape == (66,)
+    members = [Member({"a": i % 4, "b": "xyz"[i % 3], "c": 0.5, "d": 1 + i // 16 % 4}, i / 600) for i in range(600)]
+    fits = []
+    for n in (20, 21, 500, 501, 502, 505, 506):  # 500^3 / 25e6 = 5
+        controller.observe(members[:n], n)
+        controller.sample(params)
+        fits.append(controller.predictor.alpha.shape[0])
+    assert fits == [20, 21, 500, 500, 500, 505, 505]
 
 
 def test_replicas_on_ray_screen_with_every_replicas_children(ray_session, tmp_path):
