@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from nasps.evaluators import SCORED
 from nasps.store import STORE_NAME, ResultsStore
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class Board:
 
     def _child(self, row) -> None:
         values = {}
-        if row.status == "ok" and row.reward is not None and math.isfinite(row.reward):
+        if row.status in SCORED and row.reward is not None and math.isfinite(row.reward):
             self.best = row.reward if self.best is None else max(self.best, row.reward)
             values["child/reward"] = row.reward
         if self.best is not None:

@@ -315,6 +315,23 @@ StrategyConfig = Union[ReinforceStrategyConfig, RandomStrategyConfig, EvolutionS
 
 
 @dataclass(frozen=True, kw_only=True)
+class EarlyStoppingConfig:
+    """Stops a child whose validation score after epoch e is below a quantile of the scores the
+    run's earlier children had after epoch e (Google Vizier's median stopping rule at 0.5). A
+    python evaluator's epochs are the steps it reports."""
+
+    grace_epochs: int = option(2, "epochs every child trains before it may be stopped", min=1)
+    keep_quantile: float = option(
+        0.5, "a child stops when its score is below this quantile of the earlier children's at the "
+             "same epoch (0.5: the median rule; lower keeps more)", above=0.0, below=1.0)
+    min_children: int = option(5, "earlier children that must have a score at an epoch before any child "
+                                  "is stopped there", min=1)
+
+
+EARLY_STOPPING_DOC = "stop hopeless children early (null = off: every child trains to the end)"
+
+
+@dataclass(frozen=True, kw_only=True)
 class PythonEvaluatorConfig:
     """Scores an architecture by calling a user's function ``fn(arch) -> reward``."""
 
@@ -323,6 +340,7 @@ class PythonEvaluatorConfig:
     timeout_s: Union[float, None] = option(
         None, "a child still running this long after it was sent ends as timeout: its worker is killed "
               "and replaced (null = no deadline)", above=0.0)
+    early_stopping: Union[EarlyStoppingConfig, None] = option(None, EARLY_STOPPING_DOC)
 
     def check(self, key: str) -> None:
         if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.target):
@@ -396,6 +414,7 @@ class ImageClassificationEvaluatorConfig:
         "(the paper's); the last epoch's; or the best epoch's")
     timeout_s: Union[float, None] = option(None, "a child training longer than this ends as timeout",
                                            above=0.0)
+    early_stopping: Union[EarlyStoppingConfig, None] = option(None, EARLY_STOPPING_DOC)
     device: Literal["auto", "cpu", "cuda"] = option("auto", "where children train; auto = cuda when there is one")
     compile: bool = option(False, "torch.compile each child (pays off for long trainings on GPU)")
     seed: int = option(0, "seed of the validation split and of each child's initial weights", min=0)
@@ -448,6 +467,7 @@ class LanguageModelEvaluatorConfig:
     reward_constant: float = option(80.0, "c in the reward c / ppl^2", above=0.0)
     timeout_s: Union[float, None] = option(None, "a child training longer than this ends as timeout",
                                            above=0.0)
+    early_stopping: Union[EarlyStoppingConfig, None] = option(None, EARLY_STOPPING_DOC)
     device: Literal["auto", "cpu", "cuda"] = option("auto", "where children train; auto = cuda when there is one")
     seed: int = option(0, "seed of the validation block (text) and of each child's initial weights", min=0)
 
@@ -832,6 +852,10 @@ def _convert_union(value: Any, args: tuple, key: str) -> Any:
             return None
         raise ConfigError(f"{key}: must not be null")
     tagged = [a for a in options if dataclasses.is_dataclass(a)]
+    if len(tagged) == 1 and "type" not in get_type_hints(tagged[0]):  # an optional section
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: must be a mapping or null, got {_kind(value)} {value!r}")
+        return _build(tagged[0], value, key)
     if tagged:
         # A section picked by its `type` key: each type accepts only its own keys.
         by_type = {get_args(get_type_hints(a)["type"])[0]: a for a in tagged}

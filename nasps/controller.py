@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import torch
 
 from nasps.config import EvolutionStrategyConfig, ReinforceStrategyConfig
+from nasps.evaluators import SCORED
 from nasps.evolution import AgingEvolution
 from nasps.ledger import Member, Outcome
 from nasps.policies import Policy, SampledBatch
@@ -114,7 +115,7 @@ class Controller:
     def feedback(self, actions: Sequence[tuple[int, ...]], outcomes: Sequence[Optional[Outcome]]) -> list[Scored]:
         """The (actions, reward) pairs that enter the gradient.
 
-        A child that did not finish ``ok`` enters with ``strategy.failure_reward``, or not at all
+        A child that did not end ``ok`` or ``stopped`` enters with ``strategy.failure_reward``, or not at all
         when that is null (the default). A repeat of an architecture already trained (a cached
         row) enters unless ``strategy.learn_from_repeats`` is false.
         """
@@ -124,7 +125,7 @@ class Controller:
         for a, outcome in zip(actions, outcomes):
             if outcome is None or (outcome.cached and not repeats):
                 continue
-            if outcome.status == "ok" and outcome.reward is not None:
+            if outcome.status in SCORED and outcome.reward is not None:
                 scored.append(Scored(tuple(a), outcome.reward, outcome.id))
             elif failure_reward is not None:
                 scored.append(Scored(tuple(a), failure_reward, outcome.id))

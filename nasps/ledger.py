@@ -10,7 +10,7 @@ Every sampled architecture is admitted here before it is trained:
   interrupted); it is not kept.
 Tickets never exceed ``budget.children``, so the search stops at exactly the budget.
 
-Which results a repeat may reuse: an ``ok`` child always; a ``failed``, ``diverged`` or
+Which results a repeat may reuse: an ``ok`` or ``stopped`` child always; a ``failed``, ``diverged`` or
 ``timeout`` child only within the driver run that trained it (the same code fails the same way,
 but a resumed search may run fixed code); an ``oom`` child never (memory depends on what else
 shares the device), so a repeat of it is trained again.
@@ -22,6 +22,7 @@ the store (a resumed search, a recorder restarted) knows what is in flight.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import math
@@ -30,7 +31,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
-from nasps.evaluators import ChildResult, headline
+from nasps.config import EarlyStoppingConfig
+from nasps.evaluators import SCORED, ChildResult, headline
 from nasps.spaces import Architecture
 from nasps.store import PushRow, ResultsStore, RoundStats
 
@@ -38,6 +40,14 @@ log = logging.getLogger(__name__)
 
 # Statuses that count towards budget.max_consecutive_failures.
 FAILURES = ("failed", "diverged", "timeout")
+
+
+def quantile(ordered: Sequence[float], q: float) -> float:
+    """The q-quantile of sorted values, interpolated between the two nearest (numpy's default)."""
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (position - low) * (ordered[high] - ordered[low])
 
 
 @dataclass(frozen=True)
@@ -68,11 +78,12 @@ class Admitted:
     outcomes: tuple[Outcome, ...] = ()
     recent: tuple["Member", ...] = ()  # the recent children the replica has not seen yet
     recent_end: int = 0  # how many children have ever joined the recent ones, these included
+    thresholds: tuple[tuple[int, float], ...] = ()  # early stopping's (epoch, threshold) in force
 
 
 @dataclass(frozen=True)
 class Member:
-    """A child that trained ok, as evolution and the reward predictor see it: its
+    """A trained child with a reward (ok, or stopped early), as evolution and the reward predictor see it: its
     architecture's value and its reward."""
 
     arch: dict
@@ -112,13 +123,15 @@ class Progress:
 class Ledger:
     def __init__(self, store: ResultsStore, budget_children: int, sample_cap: int, *,
                  max_consecutive_failures: Optional[int] = None, run_started_at: Optional[float] = None,
-                 pending_in_flight: bool = False, recent: int = 0):
+                 pending_in_flight: bool = False, recent: int = 0,
+                 early_stopping: Optional[EarlyStoppingConfig] = None):
         """``run_started_at``: failures committed since then are reused by repeats (None: all).
         ``pending_in_flight``: the store's pending children are still being trained by the
         replicas it names (the recorder was restarted mid-run); otherwise (a new driver run)
         they were in flight when the search stopped and are to be trained again, once.
-        ``recent``: keep the last this many children that trained ok, in the order they were
-        committed (evolution's population, the reward predictor's data; 0 = none)."""
+        ``recent``: keep the last this many children with a reward (ok or stopped), in the order they were
+        committed (evolution's population, the reward predictor's data; 0 = none).
+        ``early_stopping``: keep the trained children's validation curves, for ``thresholds``."""
         self.store = store
         self.budget = budget_children
         self.sample_cap = sample_cap
@@ -131,6 +144,8 @@ class Ledger:
         self._statuses: Counter[str] = Counter()
         self.recent: deque[Member] = deque(maxlen=recent)
         self.recent_end = 0  # children that ever joined `recent`
+        self.early_stopping = early_stopping
+        self._scores: dict[int, list[float]] = {}  # epoch -> trained children's scores there, sorted
         rows = store.children()
         for row in rows:
             since = run_started_at is None or (row.finished_at or 0.0) >= run_started_at
@@ -289,9 +304,9 @@ class Ledger:
         self.progress.stop_reason = "interrupted"
 
     def _join_recent(self, arch: Architecture | dict, outcome: Outcome) -> None:
-        """A trained child that ended ok joins the recent ones; the oldest leaves. (A search
+        """A trained child with a reward joins the recent ones; the oldest leaves. (A search
         that keeps none parses no architecture here: this is on every commit's path.)"""
-        if self.recent.maxlen and not outcome.cached and outcome.status == "ok" \
+        if self.recent.maxlen and not outcome.cached and outcome.status in SCORED \
                 and outcome.reward is not None and math.isfinite(outcome.reward):
             self.recent.append(Member(arch.as_dict() if isinstance(arch, Architecture) else arch,
                                       outcome.reward))
@@ -303,6 +318,16 @@ class Ledger:
         new = min(self.recent_end - known, len(self.recent))
         newest_first = itertools.islice(reversed(self.recent), max(new, 0))
         return tuple(reversed(tuple(newest_first))), self.recent_end
+
+    def thresholds(self) -> dict[int, float]:
+        """{epoch: the score below which a child stops after that epoch}: the keep_quantile of
+        the scores the trained children had there, from grace_epochs on, where min_children
+        have one (empty without early stopping)."""
+        rule = self.early_stopping
+        if rule is None:
+            return {}
+        return {epoch: quantile(scores, rule.keep_quantile) for epoch, scores in self._scores.items()
+                if epoch >= rule.grace_epochs and len(scores) >= rule.min_children}
 
     @property
     def done(self) -> bool:
@@ -319,7 +344,11 @@ class Ledger:
         else:
             p.trained += 1
             self._trained[arch_hash] = outcome
-            if outcome.status == "ok" or (outcome.status in FAILURES and reusable_failure):
+            if self.early_stopping is not None and outcome.status in SCORED:
+                for epoch, score in (metrics or {}).get("curve", ()):
+                    if math.isfinite(score):
+                        bisect.insort(self._scores.setdefault(int(epoch), []), score)
+            if outcome.status in SCORED or (outcome.status in FAILURES and reusable_failure):
                 self._reusable.setdefault(arch_hash, outcome)
         self._statuses[outcome.status] += 1
         p.by_status = dict(self._statuses)
@@ -327,7 +356,7 @@ class Ledger:
                 (p.best_reward is None or outcome.reward > p.best_reward):
             p.best_reward = outcome.reward
             p.best_metric = headline(metrics or {})
-        if outcome.status == "ok":
+        if outcome.status in SCORED:
             p.failures_in_a_row = 0
         elif outcome.status in FAILURES:
             p.failures_in_a_row += 1

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 from matplotlib.path import Path as MplPath  # noqa: E402
 
+from nasps.evaluators import SCORED  # noqa: E402
 from nasps.spaces.rnn_cell import cell_equations, node_inputs  # noqa: E402
 from nasps.store import ChildRow, ranked_children  # noqa: E402
 
@@ -77,7 +78,7 @@ def top_k_curve(rows: Sequence[ChildRow], k: int) -> tuple[list[int], list[float
     are k scored children (the y of the paper's control figure against x = n)."""
     xs, ys, scored = [], [], []
     for n, r in enumerate((r for r in rows if not r.cached), 1):
-        if r.status == "ok" and r.reward is not None:
+        if r.status in SCORED and r.reward is not None:
             scored.append(r.reward)
             scored.sort(reverse=True)
             del scored[k:]
@@ -126,7 +127,7 @@ def _save(figure, path: Path) -> Path:
 
 def _rewards(run: RunData):
     trained = run.trained
-    points = [(n, r.reward) for n, r in enumerate(trained, 1) if r.status == "ok" and r.reward is not None]
+    points = [(n, r.reward) for n, r in enumerate(trained, 1) if r.status in SCORED and r.reward is not None]
     if not points:
         return None
     xs, ys = zip(*points)

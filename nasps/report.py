@@ -37,6 +37,9 @@ class RunReport:
     pushes: int
     top_means: dict[int, Optional[float]]  # k -> mean reward of the k best trained children
     lost_updates: int = 0  # shard updates lost to restores from the checkpoint
+    stopped: int = 0  # trained children that early stopping stopped
+    epochs_planned: int = 0  # of the trained children that say (evaluator metrics "planned_epochs")
+    epochs_saved: int = 0  # planned but not trained, as those children were stopped
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,12 @@ def summarize(run_dir: str | Path | StoredRun, top: int = 10) -> RunReport:
     staleness = [p.staleness for p in pushes if p.applied]
     top_means = {k: statistics.fmean(r.reward for r in ranked[:k]) if len(ranked) >= k else None
                  for k in TOP_KS}
+    planned = [r for r in trained if isinstance(r.metrics.get("planned_epochs"), int)
+               and isinstance(r.metrics.get("epochs"), int)]
     return RunReport(
+        stopped=sum(r.status == "stopped" for r in trained),
+        epochs_planned=sum(r.metrics["planned_epochs"] for r in planned),
+        epochs_saved=sum(r.metrics["planned_epochs"] - r.metrics["epochs"] for r in planned if r.status == "stopped"),
         run_dir=str(run.run_dir), strategy=run.strategy, top_means=top_means, children=len(rows),
         lost_updates=run.lost_updates, trained=len(trained),
         cached=len(rows) - len(trained), by_status=dict(Counter(r.status for r in rows)),
@@ -105,6 +113,10 @@ def format_report(report: RunReport) -> str:
              f"children: {report.children} ({report.trained} trained, {report.cached} cached)",
              "status: " + ", ".join(f"{k} {v}" for k, v in sorted(report.by_status.items())),
              f"throughput: {report.trained_per_min:.1f} children/min over {report.wall_s:.1f} s"]
+    if report.stopped:
+        saved = f", {report.epochs_saved} of {report.epochs_planned} planned epochs saved " \
+                f"({100 * report.epochs_saved / report.epochs_planned:.0f}%)" if report.epochs_planned else ""
+        lines.append(f"early stopping: {report.stopped} children stopped{saved}")
     if report.mean_staleness is not None:
         lost = f", {report.lost_updates} lost to shard restores" if report.lost_updates else ""
         lines.append(f"pushes: {report.pushes} shard updates, mean staleness {report.mean_staleness:.2f}{lost}")
@@ -118,7 +130,7 @@ def format_report(report: RunReport) -> str:
             lines.append(f"{rank:>4}  {r.id:>5}  {r.reward:>10.5g}  {read:>12}  {r.duration_s or 0:>7.2f}  {first}")
             lines.extend(" " * 50 + line for line in more)
     else:
-        lines.append("no child finished with status ok yet")
+        lines.append("no child finished with status ok or stopped yet")
     return "\n".join(lines)
 
 
@@ -129,6 +141,7 @@ def report_json(report: RunReport) -> dict:
         "cached": report.cached, "by_status": report.by_status, "wall_s": report.wall_s,
         "trained_per_min": report.trained_per_min, "mean_staleness": report.mean_staleness,
         "pushes": report.pushes, "strategy": report.strategy, "lost_updates": report.lost_updates,
+        "stopped": report.stopped, "epochs_planned": report.epochs_planned, "epochs_saved": report.epochs_saved,
         "top_means": {str(k): v for k, v in report.top_means.items()},
         "top": [{"rank": rank, "id": r.id, "reward": r.reward, "metrics": r.metrics, "arch": r.arch,
                  "arch_hash": r.arch_hash, "duration_s": r.duration_s, "depth": r.depth}

@@ -35,7 +35,7 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
     store = open_new_store(run_dir, config)
     ledger = Ledger(store, config.budget.children, config.budget.sample_cap,
                     max_consecutive_failures=config.budget.max_consecutive_failures,
-                    recent=config.strategy.recent_children)
+                    recent=config.strategy.recent_children, early_stopping=config.evaluator.early_stopping)
     board = open_board(run_dir, config)
     shard = ParameterShard(0, policy.initial_params(config.seed), adam_settings(config))
     controller = Controller(0, space, policy, config.strategy,
@@ -50,7 +50,7 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
             # Trained children first, so a repeat within the batch can reuse their result.
             for i, (arch, admission) in enumerate(zip(archs, admissions)):
                 if admission.kind == "run":
-                    outcomes[i] = ledger.record(arch, run_child(evaluator, arch), 0, version)
+                    outcomes[i] = ledger.record(arch, run_child(evaluator, arch, ledger.thresholds()), 0, version)
             for i, (arch, admission) in enumerate(zip(archs, admissions)):
                 if admission.kind in ("cached", "wait"):
                     outcomes[i] = ledger.record_cached(arch, 0, version)

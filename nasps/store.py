@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from nasps.errors import UserInputError
+from nasps.evaluators import SCORED
 
 STORE_NAME = "results.sqlite"
 
@@ -157,9 +158,9 @@ class PendingChild:
 
 
 def ranked_children(rows: Sequence[ChildRow]) -> list[ChildRow]:
-    """Trained children that finished ok, best reward first (the earlier child first on a tie):
+    """Trained children with a reward (ok, or stopped early), best reward first (the earlier child first on a tie):
     the order of every "top" and "rank" nasps shows."""
-    scored = (r for r in rows if r.status == "ok" and not r.cached and r.reward is not None)
+    scored = (r for r in rows if r.status in SCORED and not r.cached and r.reward is not None)
     return sorted(scored, key=lambda r: (-r.reward, r.id))
 
 

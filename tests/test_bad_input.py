@@ -53,10 +53,12 @@ DATASETS = {"digits": {"type": "digits"},
 
 # Valid configs that between them hold every section variant. Each key is tested in the first one
 # that has it; `random` adds the random strategy and `rnn_python` a recurrent space scored by Python.
+EARLY_STOPPING = {"grace_epochs": 2, "keep_quantile": 0.5, "min_children": 5}
 SEARCH_BASES = {
     "categorical": {"space": TOY_SPACE, "evaluator": PYTHON, **SEARCH},
     "random": {"space": TOY_SPACE, "evaluator": PYTHON, **SEARCH, "strategy": {"type": "random"}},
-    "evolution": {"space": TOY_SPACE, "evaluator": PYTHON, **SEARCH, "strategy": {"type": "evolution"}},
+    "evolution": {"space": TOY_SPACE, "evaluator": {**PYTHON, "early_stopping": EARLY_STOPPING}, **SEARCH,
+                  "strategy": {"type": "evolution"}},
     "conv_digits": {"space": CONV_SPACE, "evaluator": {**IMAGES, "dataset": DATASETS["digits"]}, **SEARCH},
     "conv_cifar10": {"space": CONV_SPACE, "evaluator": {**IMAGES, "dataset": DATASETS["cifar10"]}, **SEARCH},
     "conv_folder": {"space": CONV_SPACE, "evaluator": {**IMAGES, "dataset": DATASETS["image_folder"]}, **SEARCH},
@@ -71,7 +73,8 @@ TRAIN_BASES = {
     "train_cifar10": ("conv", {**TRAIN, "evaluator": {**IMAGES, "dataset": DATASETS["cifar10"]}}),
     "train_folder": ("conv", {**TRAIN, "evaluator": {**IMAGES, "dataset": DATASETS["image_folder"]}}),
     "train_ptb": ("rnn", {**TRAIN, "grid": {"dropout": [0.1]}, "evaluator": {**TEXT, "dataset": DATASETS["ptb"]}}),
-    "train_text": ("rnn", {**TRAIN, "grid": {"dropout": [0.1]}, "evaluator": {**TEXT, "dataset": DATASETS["text"]}}),
+    "train_text": ("rnn", {**TRAIN, "grid": {"dropout": [0.1]},
+                           "evaluator": {**TEXT, "dataset": DATASETS["text"], "early_stopping": EARLY_STOPPING}}),
 }
 
 
@@ -470,6 +473,11 @@ def test_paths_that_are_no_config_file(capsys, tmp_path):
     ("strategy.screening.candidates=0", ["strategy.screening.candidates: must be >= 1"]),
     ("strategy.screening.ridge=0", ["strategy.screening.ridge"]),
     ("strategy={type: random, screening: {candidates: 4}}", ["strategy.screening: unknown key"]),
+    ("evaluator.early_stopping.keep_quantile=1", ["evaluator.early_stopping.keep_quantile: must be <"]),
+    ("evaluator.early_stopping.min_children=0", ["evaluator.early_stopping.min_children: must be >= 1"]),
+    ("evaluator.early_stopping.grace_epoch=2", ["evaluator.early_stopping.grace_epoch: unknown key",
+                                                 "did you mean 'evaluator.early_stopping.grace_epochs'"]),
+    ("evaluator.early_stopping=5", ["evaluator.early_stopping: must be a mapping or null"]),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_overrides(capsys, tmp_path, data, override, needles):
     path = write(tmp_path, SEARCH_BASES["categorical"], data)

@@ -3,7 +3,18 @@
 from typing import Optional
 
 from nasps.config import ImageClassificationEvaluatorConfig, LanguageModelEvaluatorConfig, PythonEvaluatorConfig
-from nasps.evaluators.base import STATUSES, ChildFailure, ChildResult, Evaluator, Score, headline, run_child
+from nasps.evaluators.base import (
+    SCORED,
+    STATUSES,
+    ChildFailure,
+    ChildResult,
+    Curve,
+    Evaluator,
+    Report,
+    Score,
+    headline,
+    run_child,
+)
 from nasps.evaluators.python import PythonEvaluator
 
 # The trainers end their own child at timeout_s, between two steps, and keep their worker (and
@@ -33,5 +44,6 @@ def build_evaluator(config) -> Evaluator:
     raise TypeError(f"no evaluator for {type(config).__name__}")
 
 
-__all__ = ["STATUSES", "ChildFailure", "ChildResult", "Evaluator", "Score", "headline", "run_child",
+__all__ = ["SCORED", "STATUSES", "ChildFailure", "ChildResult", "Curve", "Evaluator", "Report", "Score", "headline",
+           "run_child",
            "PythonEvaluator", "build_evaluator", "deadline_s"]

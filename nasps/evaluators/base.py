@@ -15,13 +15,14 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Protocol
+from typing import Any, Callable, Mapping, Optional, Protocol
 
 from nasps.spaces import Architecture
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("ok", "failed", "diverged", "oom", "timeout", "cancelled")
+STATUSES = ("ok", "stopped", "failed", "diverged", "oom", "timeout", "cancelled")
+SCORED = ("ok", "stopped")  # the statuses of children with a reward: stopped ones trained part way
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,30 @@ class ChildFailure(Exception):
         self.status = status
 
 
+Report = Callable[[int, float], bool]
+
+
 class Evaluator(Protocol):
-    def evaluate(self, arch: Architecture) -> Score:
-        """Score one architecture; raise ChildFailure (or anything) when it cannot be scored."""
+    def evaluate(self, arch: Architecture, report: Report) -> Score:
+        """Score one architecture; raise ChildFailure (or anything) when it cannot be scored.
+        ``report(epoch, score)`` after each epoch (a validation score, higher is better) says
+        whether to stop there; a child that stops is scored on the epochs it trained."""
+
+
+class Curve:
+    """A child's validation scores as it trains, each checked against the run's thresholds:
+    {epoch: the score below which a child stops after that epoch} (early stopping)."""
+
+    def __init__(self, thresholds: Mapping[int, float]):
+        self.thresholds = thresholds
+        self.points: list[list[float]] = []  # [epoch, score], as the store keeps them
+        self.stopped = False  # the last report said stop
+
+    def report(self, epoch: int, score: float) -> bool:
+        epoch, score = int(epoch), float(score)
+        self.points.append([epoch, score])
+        self.stopped = epoch in self.thresholds and score < self.thresholds[epoch]
+        return self.stopped
 
 
 @dataclass(frozen=True)
@@ -81,14 +103,22 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_child(evaluator: Evaluator, arch: Architecture) -> ChildResult:
-    """Evaluate one architecture; every outcome, failures included, becomes a ChildResult."""
+def run_child(evaluator: Evaluator, arch: Architecture,
+              thresholds: Optional[Mapping[int, float]] = None) -> ChildResult:
+    """Evaluate one architecture; every outcome, failures included, becomes a ChildResult.
+    ``thresholds``: where early stopping stops it (see Curve); its curve is kept in the
+    metrics, and a child told to stop ends as ``stopped``, with the reward it has then."""
     started = time.time()
     status, reward, metrics, error = "ok", None, {}, None
+    curve = Curve(thresholds or {})
     try:
-        score = evaluator.evaluate(arch)
+        score = evaluator.evaluate(arch, curve.report)
         reward, metrics = float(score.reward), dict(score.metrics)
+        if curve.points:
+            metrics["curve"] = curve.points
         json.dumps(metrics, allow_nan=True)
+        if curve.stopped:
+            status = "stopped"
         if not math.isfinite(reward):
             status, error = "diverged", f"reward is {reward}"
             reward = None

@@ -18,7 +18,7 @@ import torch
 from nasps.children import build_conv_net
 from nasps.config import TRAINER_HYPERPARAMETERS, ImageClassificationEvaluatorConfig
 from nasps.data.images import ImageSplits, load_image_splits
-from nasps.evaluators.base import ChildFailure, Score
+from nasps.evaluators.base import ChildFailure, Report, Score
 from nasps.spaces import Architecture
 from nasps.training.devices import is_out_of_memory, pick_device, release_memory
 from nasps.training.image import TrainSettings, train_classifier
@@ -57,7 +57,7 @@ class ImageClassificationEvaluator:
                 chosen[name] = int(chosen[name])
         return replace(self.settings, **chosen)
 
-    def evaluate(self, arch: Architecture) -> Score:
+    def evaluate(self, arch: Architecture, report: Optional[Report] = None) -> Score:
         value = arch.as_dict()
         data = self.data
         settings = self.settings_for(value.get("hyperparameters", {}))
@@ -68,7 +68,8 @@ class ImageClassificationEvaluator:
             model = build_conv_net(value, data.channels, data.num_classes, bn_epsilon=self.config.bn_epsilon)
             if self.config.compile:
                 model = torch.compile(model)
-            record = train_classifier(model, data, settings, self.device, self.config.seed, deadline)
+            record = train_classifier(model, data, settings, self.device, self.config.seed, deadline,
+                                      report if self.config.early_stopping else None)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -78,7 +79,7 @@ class ImageClassificationEvaluator:
             metrics = {"val_accuracy": record.val_accuracies[-1],
                        "best_val_accuracy": max(record.val_accuracies),
                        "val_accuracies": record.val_accuracies, "train_loss": record.train_losses[-1],
-                       "epochs": settings.epochs, "params": params,
+                       "epochs": len(record.val_accuracies), "planned_epochs": settings.epochs, "params": params,
                        "images_per_s": record.images_per_s, "train_s": record.train_seconds}
             return Score(reward_of(self.config.reward, record.val_accuracies), metrics)
         # Out of memory: drop everything the child held before the next one starts.

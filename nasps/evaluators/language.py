@@ -16,7 +16,7 @@ import torch
 from nasps.children.rnn import CellLanguageModel
 from nasps.config import LM_HYPERPARAMETERS, LanguageModelEvaluatorConfig
 from nasps.data.text import TextSplits, load_text_splits
-from nasps.evaluators.base import ChildFailure, Score
+from nasps.evaluators.base import ChildFailure, Report, Score
 from nasps.spaces import Architecture
 from nasps.training.devices import is_out_of_memory, pick_device, release_memory
 from nasps.training.language import LMSettings, train_language_model
@@ -34,7 +34,7 @@ class LanguageModelEvaluator:
             self._data = load_text_splits(self.config.dataset, self.config.seed).to(self.device)
         return self._data
 
-    def evaluate(self, arch: Architecture) -> Score:
+    def evaluate(self, arch: Architecture, report: Optional[Report] = None) -> Score:
         value = arch.as_dict()
         c = self.config
         chosen = {k: v for k, v in value.get("hyperparameters", {}).items() if k in LM_HYPERPARAMETERS}
@@ -49,7 +49,10 @@ class LanguageModelEvaluator:
         model = None
         try:
             model = CellLanguageModel(value, data.vocab_size, c.hidden_size, c.num_layers, dropout, c.tie_weights)
-            record = train_language_model(model, data, settings, self.device, deadline)
+            # Early stopping compares the reward each epoch would give: higher is better.
+            scored = (lambda epoch, ppl: report(epoch, c.reward_constant / ppl ** 2)) \
+                if report is not None and c.early_stopping else None
+            record = train_language_model(model, data, settings, self.device, deadline, scored)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -58,7 +61,8 @@ class LanguageModelEvaluator:
             best = min(record.val_perplexities)
             metrics = {"val_perplexity": record.val_perplexities[-1], "best_val_perplexity": best,
                        "val_perplexities": record.val_perplexities, "train_loss": record.train_losses[-1],
-                       "epochs": settings.epochs, "params": sum(p.numel() for p in model.parameters()),
+                       "epochs": len(record.val_perplexities), "planned_epochs": settings.epochs,
+                       "params": sum(p.numel() for p in model.parameters()),
                        "tokens_per_s": record.tokens_per_s, "train_s": record.train_seconds}
             return Score(c.reward_constant / best ** 2, metrics)
         del model

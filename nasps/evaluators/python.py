@@ -1,22 +1,27 @@
 """The ``python`` evaluator: a user's function ``fn(arch)`` scores each child.
 
 ``arch`` is a dict {decision name: chosen value}. The function returns a number (the reward)
-or a mapping with ``reward`` and optional ``metrics``. The target is imported the way Python
-would from the directory the search was started in (and PYTHONPATH); on a cluster, ship the
-code with ``cluster.runtime_env`` (``working_dir`` or ``py_modules``).
+or a mapping with ``reward`` and optional ``metrics``. A function of two arguments,
+``fn(arch, report)``, may call ``report(step, score)`` as it trains (score: higher is better);
+with ``evaluator.early_stopping`` it answers True when the child should stop, and the function
+should then return the reward it has (it always answers False without early stopping).
+
+The target is imported the way Python would from the directory the search was started in (and
+PYTHONPATH); on a cluster, ship the code with ``cluster.runtime_env`` (``working_dir`` or ``py_modules``).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import numbers
 import os
 import sys
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 from nasps.config import PythonEvaluatorConfig
 from nasps.errors import ConfigError
-from nasps.evaluators.base import Score
+from nasps.evaluators.base import Report, Score
 from nasps.spaces import Architecture
 
 
@@ -44,9 +49,32 @@ def resolve_target(target: str, key: str = "evaluator.target") -> Callable[[dict
 class PythonEvaluator:
     def __init__(self, config: PythonEvaluatorConfig):
         self.fn = resolve_target(config.target)
+        self.takes_report = _takes_two_arguments(self.fn)
+        self.early_stopping = config.early_stopping is not None
 
-    def evaluate(self, arch: Architecture) -> Score:
-        return score_from_return(self.fn(arch.as_dict()))
+    def evaluate(self, arch: Architecture, report: Optional[Report] = None) -> Score:
+        if not self.takes_report:
+            return score_from_return(self.fn(arch.as_dict()))
+        if report is None or not self.early_stopping:
+            report = _keep_going
+        return score_from_return(self.fn(arch.as_dict(), report))
+
+
+def _keep_going(step: int, score: float) -> bool:
+    return False
+
+
+def _takes_two_arguments(fn: Callable) -> bool:
+    """Whether to call ``fn(arch, report)``: its second positional parameter has no default or
+    is named report (``def f(arch, scale=2)`` is called as f(arch)), or it takes *args."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: called as fn(arch)
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 2:
+        return positional[1].default is inspect.Parameter.empty or positional[1].name == "report"
+    return any(p.kind == p.VAR_POSITIONAL for p in parameters)
 
 
 def score_from_return(value: Any) -> Score:

@@ -181,7 +181,8 @@ class _Search:
         self.recorder = Recorder.options(num_cpus=0, scheduling_strategy=self.here, name=self.recorder_name,
                                          max_restarts=-1, max_task_retries=0).remote(
             str((self.run_dir / STORE_NAME).resolve()), budget.children, budget.sample_cap,
-            budget.max_consecutive_failures, self.started, self.config.strategy.recent_children)
+            budget.max_consecutive_failures, self.started, self.config.strategy.recent_children,
+            self.config.evaluator.early_stopping)
 
     def _start_shards(self) -> None:
         """The shards, from the checkpoint. A new search writes its version-0 checkpoint first,

@@ -51,12 +51,13 @@ class Recorder:
 
     def __init__(self, store_path: str, budget_children: int, sample_cap: int,
                  max_consecutive_failures: Optional[int] = None, run_started_at: Optional[float] = None,
-                 recent: int = 0):
+                 recent: int = 0, early_stopping=None):
         restarted = was_restarted()
         self.path = Path(store_path)
         self.ledger = Ledger(ResultsStore(self.path), budget_children, sample_cap,
                              max_consecutive_failures=max_consecutive_failures, run_started_at=run_started_at,
-                             pending_in_flight=restarted, recent=recent)
+                             pending_in_flight=restarted, recent=recent,
+                             early_stopping=early_stopping)
         self._changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.controllers: dict[int, dict] = {}  # replica -> its controller state at its last push
         self.generations: dict[int, int] = {}  # replica -> restarts: calls of older ones are stale
@@ -73,7 +74,8 @@ class Recorder:
         """Admit a replica's new samples. The replica's children that finished since its last
         call (rows of architecture, result, the policy version it was sampled from) and its
         last update's report ride along, committed first in the same transaction. The answer
-        carries the recent children after the first ``known`` (those the replica has seen)."""
+        carries the recent children after the first ``known`` (those the replica has seen), and
+        the early-stopping thresholds in force, which go with the replica's next children."""
         # A replica the driver has already replaced (its process outlived the verdict) gets
         # nothing more to train, so no ticket goes to a child nobody will finish.
         stale = self._stale(replica, generation)
@@ -84,7 +86,7 @@ class Recorder:
             admissions = [Admission("drop")] * len(archs) if stale else self.ledger.admit(archs, replica)
         self._refuse_stale(replica, generation, finished)
         return Admitted(tuple(admissions), self.ledger.progress.samples, tuple(outcomes),
-                        *self.ledger.recent_since(known))
+                        *self.ledger.recent_since(known), tuple(self.ledger.thresholds().items()))
 
     async def record(self, children: list[tuple[Architecture, ChildResult, Optional[int]]], replica: int,
                      generation: int = 0) -> list[Outcome]:

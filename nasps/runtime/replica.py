@@ -275,6 +275,7 @@ class ControllerReplica:
         admitted = ray.get(ref)
         self.samples = admitted.samples
         self.controller.observe(admitted.recent, admitted.recent_end)
+        self.pool.thresholds = dict(admitted.thresholds)
         self._committed(finished, admitted.outcomes)
         for child, admission in zip(children, admitted.admissions):
             if admission.kind == "run":

@@ -7,6 +7,8 @@ fast and stays small; an evaluator that trains networks imports torch on its own
 
 from __future__ import annotations
 
+from typing import Mapping, Optional
+
 import ray
 
 from nasps.evaluators import ChildResult, build_evaluator, run_child
@@ -18,6 +20,7 @@ class ChildWorker:
     def __init__(self, evaluator_config):
         self.evaluator = build_evaluator(evaluator_config)
 
-    def evaluate(self, arch: Architecture) -> ChildResult:
-        """Train one child (one the ledger admitted to run)."""
-        return run_child(self.evaluator, arch)
+    def evaluate(self, arch: Architecture, thresholds: Optional[Mapping[int, float]] = None) -> ChildResult:
+        """Train one child (one the ledger admitted to run); early stopping's ``thresholds``
+        come with it."""
+        return run_child(self.evaluator, arch, thresholds)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -87,8 +87,10 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def train_classifier(model: nn.Module, data: ImageSplits, settings: TrainSettings, device: torch.device,
-                     seed: int, deadline: Optional[float] = None) -> TrainRecord:
-    """Train ``model`` on ``data`` (already on ``device``); validation accuracy after each epoch."""
+                     seed: int, deadline: Optional[float] = None,
+                     report: Optional[Callable[[int, float], bool]] = None) -> TrainRecord:
+    """Train ``model`` on ``data`` (already on ``device``); validation accuracy after each epoch,
+    told to ``report(epoch, accuracy)``, which stops the training when it returns True."""
     cuda = device.type == "cuda"
     model = model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
     if cuda:
@@ -136,5 +138,7 @@ def train_classifier(model: nn.Module, data: ImageSplits, settings: TrainSetting
         record.images += n
         record.train_seconds += time.perf_counter() - start
         record.val_accuracies.append(accuracy(model, data.val_x, data.val_y, settings.batch_size, autocast))
+        if report is not None and report(len(record.val_accuracies), record.val_accuracies[-1]):
+            break
     return record
 

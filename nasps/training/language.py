@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +73,10 @@ def perplexity(model: CellLanguageModel, tokens: torch.Tensor, bptt: int) -> flo
 
 
 def train_language_model(model: CellLanguageModel, data: TextSplits, settings: LMSettings,
-                         device: torch.device, deadline: Optional[float] = None) -> LMRecord:
+                         device: torch.device, deadline: Optional[float] = None,
+                         report: Optional[Callable[[int, float], bool]] = None) -> LMRecord:
+    """Validation perplexity after each epoch, told to ``report(epoch, perplexity)``, which
+    stops the training when it returns True."""
     model = model.to(device)
     columns = batchify(data.train, settings.batch_size)
     if columns.shape[0] < 2:
@@ -117,8 +120,11 @@ def train_language_model(model: CellLanguageModel, data: TextSplits, settings: L
             for group in optimizer.param_groups:
                 group["lr"] /= 4.0
         best = min(best, ppl)
+        if report is not None and report(epoch + 1, ppl):
+            break
     if best > WORSE_THAN_GUESSING * data.vocab_size:
         # Its reward c / ppl^2 would be a tiny number indistinguishable from a poor cell's.
-        raise ChildFailure("diverged", f"validation perplexity {best:.4g} after {settings.epochs} epoch(s), "
+        raise ChildFailure("diverged", f"validation perplexity {best:.4g} after "
+                                       f"{len(record.val_perplexities)} epoch(s), "
                                        f"over {WORSE_THAN_GUESSING}x the {data.vocab_size} of guessing uniformly")
     return record
