@@ -416,6 +416,9 @@ class ImageClassificationEvaluatorConfig:
                                            above=0.0)
     early_stopping: Union[EarlyStoppingConfig, None] = option(None, EARLY_STOPPING_DOC)
     device: Literal["auto", "cpu", "cuda"] = option("auto", "where children train; auto = cuda when there is one")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = option(
+        "auto", "what children compute in: auto = bf16 on GPUs that have it (Ampere and later), fp16 with "
+                "a gradient scaler on older ones (V100, T4), fp32 on CPU")
     compile: bool = option(False, "torch.compile each child (pays off for long trainings on GPU)")
     seed: int = option(0, "seed of the validation split and of each child's initial weights", min=0)
 

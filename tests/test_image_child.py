@@ -11,6 +11,7 @@ from nasps.errors import ConfigError
 from nasps.evaluators import build_evaluator, run_child
 from nasps.evaluators.image import reward_of
 from nasps.spaces import Architecture
+from nasps.training.devices import pick_precision
 from tests.conftest import NASPS, ROOT
 
 LAYER = {"type": "conv", "filter_height": 3, "filter_width": 3, "num_filters": 16, "stride": 1}
@@ -131,15 +132,56 @@ def test_evaluator_and_space_must_agree(raw, message):
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+def test_precision_auto_picks_by_device_and_gpu():
+    cuda = torch.device("cuda")  # a name only: nothing runs on it here
+    assert pick_precision("auto", torch.device("cpu")).name == "fp32"
+    assert pick_precision("auto", cuda, bf16_supported=True).name == "bf16"
+    assert pick_precision("auto", cuda, bf16_supported=False).name == "fp16"  # V100, T4
+    assert [pick_precision(name, cuda).name for name in ("bf16", "fp16", "fp32")] == ["bf16", "fp16", "fp32"]
+
+
+@pytest.mark.parametrize("name, dtype, scaled", [("bf16", torch.bfloat16, False), ("fp16", torch.float16, True),
+                                                 ("fp32", torch.float32, False)])
+def test_each_precision_autocasts_to_its_type_and_only_fp16_scales_gradients(name, dtype, scaled):
+    precision = pick_precision(name, torch.device("cpu"))
+    with precision.autocast():
+        assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == dtype
+    assert precision.scaler().is_enabled() == scaled
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_a_digits_child_learns_in_low_precision_on_the_cpu_as_in_fp32(precision):
+    """A two-layer child (fp16 convolutions are slow on a CPU): well above chance (0.1), and
+    near the same child trained in fp32."""
+    torch.set_num_threads(1)
+    low, full = (run_child(evaluator(reward="accuracy", precision=p), chain(depth=2)) for p in (precision, "fp32"))
+    assert low.status == full.status == "ok", low.error
+    assert (low.metrics["precision"], full.metrics["precision"]) == (precision, "fp32")
+    assert low.metrics["val_accuracy"] > 0.3 and abs(low.metrics["val_accuracy"] - full.metrics["val_accuracy"]) < 0.1
+
+
 @pytest.mark.gpu
 @needs_cuda
 def test_a_digits_child_on_the_gpu_learns_as_on_the_cpu():
-    """The CUDA path (resident data on the GPU, channels_last, bf16 autocast); its CPU twin is
+    """The CUDA path (resident data on the GPU, channels_last, autocast as auto picks); its CPU twin is
     test_a_tiny_digits_child_learns."""
     ev = evaluator(reward="accuracy", device="cuda")
     result = run_child(ev, chain())
     assert result.status == "ok", result.error
     assert ev.data.train_x.is_cuda and result.metrics["val_accuracy"] > 0.6
+    assert result.metrics["precision"] == ("bf16" if torch.cuda.is_bf16_supported(including_emulation=False)
+                                           else "fp16")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
+def test_a_digits_child_on_the_gpu_learns_in_each_precision(precision):
+    """Their CPU twins: test_a_digits_child_learns_in_low_precision_on_the_cpu_as_in_fp32 and
+    test_a_tiny_digits_child_learns (fp32)."""
+    result = run_child(evaluator(reward="accuracy", device="cuda", precision=precision), chain())
+    assert result.status == "ok", result.error
+    assert result.metrics["precision"] == precision and result.metrics["val_accuracy"] > 0.6
 
 
 @pytest.mark.gpu

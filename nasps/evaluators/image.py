@@ -40,7 +40,7 @@ class ImageClassificationEvaluator:
             epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
             momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay,
             schedule=config.schedule, crop_padding=config.crop_padding, flip=config.flip,
-            lr_decay_epoch=config.lr_decay_epoch)
+            lr_decay_epoch=config.lr_decay_epoch, precision=config.precision)
         self._data: Optional[ImageSplits] = None
 
     @property
@@ -80,7 +80,8 @@ class ImageClassificationEvaluator:
                        "best_val_accuracy": max(record.val_accuracies),
                        "val_accuracies": record.val_accuracies, "train_loss": record.train_losses[-1],
                        "epochs": len(record.val_accuracies), "planned_epochs": settings.epochs, "params": params,
-                       "images_per_s": record.images_per_s, "train_s": record.train_seconds}
+                       "images_per_s": record.images_per_s, "train_s": record.train_seconds,
+                       "precision": record.precision}
             return Score(reward_of(self.config.reward, record.val_accuracies), metrics)
         # Out of memory: drop everything the child held before the next one starts.
         del model

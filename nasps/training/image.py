@@ -2,8 +2,8 @@
 
 The data is already a tensor on the training device: batches are index slices of it and
 augmentation (random padded crops, horizontal flips) runs on the device, so there are no
-DataLoader processes and no copies per step. On CUDA: channels_last, bf16 autocast and cudnn
-benchmark. Failures are results: a non-finite loss raises ``ChildFailure("diverged")`` and
+DataLoader processes and no copies per step. On CUDA: channels_last, low-precision autocast
+(``precision``) and cudnn benchmark. Failures are results: a non-finite loss raises ``ChildFailure("diverged")`` and
 running past the deadline ``ChildFailure("timeout")``.
 """
 
@@ -20,6 +20,7 @@ from torch import nn
 
 from nasps.data.images import ImageSplits
 from nasps.evaluators.base import ChildFailure
+from nasps.training.devices import pick_precision
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class TrainSettings:
     crop_padding: int
     flip: bool
     lr_decay_epoch: Optional[int] = None
+    precision: str = "auto"  # see nasps.training.devices.pick_precision
 
 
 @dataclass
@@ -42,6 +44,7 @@ class TrainRecord:
     train_losses: list[float] = field(default_factory=list)
     images: int = 0
     train_seconds: float = 0.0  # training steps only, validation excluded
+    precision: str = "fp32"
 
     @property
     def images_per_s(self) -> float:
@@ -95,9 +98,9 @@ def train_classifier(model: nn.Module, data: ImageSplits, settings: TrainSetting
     model = model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
     if cuda:
         torch.backends.cudnn.benchmark = True
-
-    def autocast():
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
+    precision = pick_precision(settings.precision, device)
+    autocast, scaler = precision.autocast, precision.scaler()
+    record = TrainRecord(precision=precision.name)
 
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=settings.momentum,
                                 nesterov=settings.nesterov and settings.momentum > 0,
@@ -107,7 +110,6 @@ def train_classifier(model: nn.Module, data: ImageSplits, settings: TrainSetting
     total = settings.epochs * steps_per_epoch
     decay_step = settings.lr_decay_epoch * steps_per_epoch if settings.lr_decay_epoch is not None else None
     generator = torch.Generator().manual_seed(seed)
-    record = TrainRecord()
     step = 0
     model.train()
     for _ in range(settings.epochs):
@@ -123,8 +125,9 @@ def train_classifier(model: nn.Module, data: ImageSplits, settings: TrainSetting
             with autocast():
                 loss = F.cross_entropy(model(x), data.train_y[batch])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)  # skipped (and the scale lowered) when fp16 gradients overflowed
+            scaler.update()
             loss_sum += loss.detach() * len(batch)
             step += 1
             if deadline is not None and time.monotonic() > deadline:
