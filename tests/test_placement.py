@@ -91,20 +91,20 @@ def intervals(rows: list) -> list[tuple[float, float]]:
     return [(r.metrics["started"], r.metrics["finished"]) for r in rows]
 
 
-def test_half_a_gpu_each_packs_two_children_per_gpu(gpu_address, tmp_path):
-    rows = search(gpu_address, tmp_path, gpus_per_child=0.5, replicas=4, children_per_replica=2,
-                  children=16)
+def test_a_quarter_gpu_each_packs_four_children_per_gpu(gpu_address, tmp_path):
+    rows = search(gpu_address, tmp_path, gpus_per_child=0.25, replicas=4, children_per_replica=4,
+                  children=48)
     placed = gpus_of_workers(rows)
     assert all(len(ids) == 1 for ids in placed.values())  # every child saw exactly one GPU
     workers_on = defaultdict(set)
     for pid, (gpu,) in placed.items():
         workers_on[gpu].add(pid)
-    assert len(placed) == 8
-    assert {gpu: len(pids) for gpu, pids in workers_on.items()} == {str(g): 2 for g in range(GPUS)}
-    # All 8 children ran at once, and never more than 2 on one GPU.
-    assert most_at_once(intervals(rows)) == 8
+    assert len(placed) == 16
+    assert {gpu: len(pids) for gpu, pids in workers_on.items()} == {str(g): 4 for g in range(GPUS)}
+    # All 16 children ran at once, and never more than 4 on one GPU.
+    assert most_at_once(intervals(rows)) == 16
     for gpu in workers_on:
-        assert most_at_once(intervals([r for r in rows if r.metrics["gpu_ids"] == [gpu]])) <= 2
+        assert most_at_once(intervals([r for r in rows if r.metrics["gpu_ids"] == [gpu]])) <= 4
 
 
 def test_one_gpu_each_gives_every_worker_its_own(gpu_address, tmp_path):
