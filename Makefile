@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install search test bench lint clean
+.PHONY: install search test bench bench-gpu lint clean
 
 install: $(STAMP)
 
@@ -28,6 +28,13 @@ bench: install
 	$(BIN)/python bench/nb201/run.py
 	$(BIN)/python bench/faults.py
 	$(BIN)/python bench/default_search.py
+	$(BIN)/python bench/early_stopping.py
+
+# On a GPU machine with its own PyTorch (and perhaps no Ray, no network): no install step.
+bench-gpu:
+	mkdir -p bench/data
+	if [ -f ../shared/data/cifar10-jpeg.tar.gz ]; then cp -n ../shared/data/cifar10-jpeg.tar.gz bench/data/; fi
+	bash bench/gpu_check.sh
 
 lint: install
 	$(BIN)/ruff check nasps tests bench

@@ -2,10 +2,13 @@
 
 Both train the same 15-layer child (nasps's builder, same initial weights) for the same epochs
 with the same SGD settings and augmentation (random 4-pixel-padded crops, flips). nasps keeps
-the decoded images on the device and augments there, with channels_last and bf16 autocast on
-CUDA. The plain loop is what one writes by hand: torchvision's ImageFolder over the JPEG files, a
-DataLoader with worker processes and per-image transforms, fp32. Printed: images/s, wall time
-and test accuracy of each, and the ratio nasps / plain (target on a GPU: >= 3).
+the decoded images on the device and augments there, with channels_last and the precision
+`auto` picks (bf16 on Ampere and later) on CUDA. The plain loop is what one writes by hand:
+torchvision's ImageFolder over the JPEG files, a DataLoader with worker processes and
+per-image transforms, fp32. Printed: images/s, wall time and test accuracy of each, the ratio
+nasps / plain (target on a GPU: >= 3), and nasps's model-FLOPs utilisation: the child's
+training FLOPs per image (3x its forward pass, counted by torch's FlopCounterMode) times
+images/s, over the GPU's dense bf16 peak (--peak-tflops, 989 for an H100 or H200).
 
 Data: ../shared/data/cifar10-jpeg.tar.gz (or --archive), extracted to a temporary folder.
 
@@ -32,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from nasps.children import build_conv_net  # noqa: E402
 from nasps.config import ImageFolderDatasetConfig  # noqa: E402
 from nasps.data.images import ImageSplits, load_image_splits  # noqa: E402
-from nasps.training.devices import pick_device  # noqa: E402
+from nasps.training.devices import pick_device, pick_precision  # noqa: E402
 from nasps.training.image import TrainSettings, accuracy, train_classifier  # noqa: E402
 
 BATCH, LR, MEAN, STD = 128, 0.1, (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
@@ -57,6 +60,16 @@ def test_split(folder: Path, limit: int | None, device) -> ImageSplits:
     if limit:
         x, y = x[:limit], y[:limit]
     return ImageSplits(x.to(device), y.to(device), x[:1].to(device), y[:1].to(device), 10, "test")
+
+
+def forward_flops(model: torch.nn.Module, image: torch.Tensor) -> float:
+    """FLOPs of one image's forward pass (a multiply-add counts 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(image.float().contiguous())
+    model.train()
+    return float(counter.get_total_flops())
 
 
 def plain_loop(value: dict, train_dir: Path, epochs: int, device, workers: int, limit: int | None):
@@ -96,6 +109,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="use only this many training images (a dry run)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the plain loop")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak, for the MFU")
     args = parser.parse_args()
     if not args.archive.is_file():
         print(f"bench/cifar10: no {args.archive} (the benchmark did not run)")
@@ -126,8 +140,8 @@ def main() -> None:
         record = train_classifier(model, splits, settings, device, seed=0)
         ours_wall = time.perf_counter() - start
         test = test_split(folder / "test", args.limit, device)
-        ours_test = accuracy(model, test.train_x, test.train_y, BATCH, lambda: torch.autocast(
-            "cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"))
+        ours_test = accuracy(model, test.train_x, test.train_y, BATCH, pick_precision("auto", device).autocast)
+        flops = 3 * forward_flops(model, test.train_x[:1])
         plain_model, plain_rate, plain_wall = plain_loop(value, folder / "train", args.epochs, device,
                                                          args.workers, args.limit)
         plain_test = accuracy(plain_model, test.train_x, test.train_y, BATCH, contextlib.nullcontext)
@@ -139,6 +153,9 @@ def main() -> None:
     print(f"plain  {plain_rate:8.0f} images/s  wall {plain_wall:7.1f} s  test accuracy {plain_test:.4f}")
     print(f"ratio nasps / plain: {record.images_per_s / plain_rate:.2f} (images/s), "
           f"{plain_wall / ours_wall:.2f} (wall time)")
+    achieved = record.images_per_s * flops
+    print(f"nasps in {record.precision}: {flops / 1e6:.1f} MFLOP per training image, {achieved / 1e12:.2f} TFLOP/s, "
+          f"MFU {100 * achieved / (args.peak_tflops * 1e12):.1f}% of {args.peak_tflops:g} TFLOP/s")
 
 
 if __name__ == "__main__":
