@@ -318,9 +318,10 @@ StrategyConfig = Union[ReinforceStrategyConfig, RandomStrategyConfig, EvolutionS
 class EarlyStoppingConfig:
     """Stops a child whose validation score after epoch e is below a quantile of the scores the
     run's earlier children had after epoch e (Google Vizier's median stopping rule at 0.5). A
-    python evaluator's epochs are the steps it reports."""
+    python evaluator's epochs are the steps it reports. The defaults are those of Optuna's
+    median pruner: from the first epoch on, once 5 children have a score there."""
 
-    grace_epochs: int = option(2, "epochs every child trains before it may be stopped", min=1)
+    grace_epochs: int = option(1, "epochs every child trains before it may be stopped", min=1)
     keep_quantile: float = option(
         0.5, "a child stops when its score is below this quantile of the earlier children's at the "
              "same epoch (0.5: the median rule; lower keeps more)", above=0.0, below=1.0)
