@@ -1,6 +1,8 @@
 """Early stopping of children: thresholds from the store's curves, each kind of child stopping
 where they say, statuses and rewards, the runtime and the report."""
 
+import logging
+
 import pytest
 import torch
 
@@ -82,8 +84,13 @@ def test_a_python_evaluator_told_to_stop_stops_with_the_score_it_has():
     # Early stopping off: report() never says stop, and nothing is added to the metrics.
     result = run_child(python_evaluator(None), toy(), {3: 0.9})
     assert (result.status, result.reward) == ("ok", pytest.approx(1.0)) and "curve" not in result.metrics
-    # A one-argument function is called as before.
-    result = run_child(python_evaluator(target="tests.toys:match_fraction"), toy(), {3: 0.9})
+
+
+def test_a_one_argument_function_is_called_as_before_and_the_worker_says_it_cannot_be_stopped(caplog):
+    with caplog.at_level(logging.WARNING):
+        evaluator = python_evaluator(target="tests.toys:match_fraction")
+    assert "takes one argument, so no child can be stopped early" in caplog.text
+    result = run_child(evaluator, toy(), {3: 0.9})
     assert (result.status, result.reward, result.metrics) == ("ok", 1.0, {})
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import numbers
 import os
 import sys
@@ -23,6 +24,8 @@ from nasps.config import PythonEvaluatorConfig
 from nasps.errors import ConfigError
 from nasps.evaluators.base import Report, Score
 from nasps.spaces import Architecture
+
+log = logging.getLogger(__name__)
 
 
 def resolve_target(target: str, key: str = "evaluator.target") -> Callable[[dict], Any]:
@@ -51,6 +54,9 @@ class PythonEvaluator:
         self.fn = resolve_target(config.target)
         self.takes_report = _takes_two_arguments(self.fn)
         self.early_stopping = config.early_stopping is not None
+        if self.early_stopping and not self.takes_report:
+            log.warning("evaluator.early_stopping: %s takes one argument, so no child can be stopped early; "
+                        "write it as fn(arch, report) and call report(step, score) as it trains", config.target)
 
     def evaluate(self, arch: Architecture, report: Optional[Report] = None) -> Score:
         if not self.takes_report:
