@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from nasps import __version__
 from nasps.config import load_config
 from nasps.errors import SearchFailed, Terminated, UserInputError
 
@@ -21,6 +22,7 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+LOG_LEVELS = [logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG]  # -qq, -q, the default, -v
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,6 +32,10 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nasps", description="Neural architecture search with RL on Ray.")
+    parser.add_argument("--version", action="version", version=f"nasps {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log lines (-v: debug)")
+    parser.add_argument("-q", "--quiet", action="count", default=0,
+                        help="fewer log lines (-q: warnings and errors only, -qq: errors only)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     search = sub.add_parser("search", help="run a search")
@@ -74,9 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def log_level(verbose: int, quiet: int) -> int:
+    """INFO by default; each -v one step more, each -q one step less, within ERROR..DEBUG."""
+    step = LOG_LEVELS.index(logging.INFO) + verbose - quiet
+    return LOG_LEVELS[max(0, min(len(LOG_LEVELS) - 1, step))]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+    logging.basicConfig(level=log_level(args.verbose, args.quiet), format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
     try:
         commands = {"search": _search, "validate": _validate, "report": _report, "export": _export,

@@ -1,6 +1,7 @@
 """The nasps command in subprocesses, as a user runs it."""
 
 import hashlib
+import logging
 import os
 import signal
 import sqlite3
@@ -40,6 +41,17 @@ def assert_one_line_error(result, *needles):
 def test_validate_accepts_the_shipped_config():
     result = nasps("validate", "configs/default.yaml")
     assert result.returncode == 0 and "ok" in result.stdout
+
+
+def test_version_and_log_levels(capsys):
+    from nasps import __version__
+    from nasps.cli import log_level, main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"nasps {__version__}"
+    levels = [log_level(v, q) for v, q in [(0, 0), (1, 0), (3, 0), (0, 1), (0, 2), (0, 5), (1, 1)]]
+    assert levels == [logging.INFO, logging.DEBUG, logging.DEBUG, logging.WARNING, logging.ERROR, logging.ERROR,
+                      logging.INFO]
 
 
 @pytest.mark.parametrize("text, needles", [
