@@ -7,7 +7,13 @@ the mean accuracy of the top 1, 5 and 15 (the paper's control figure, in numbers
 the seeds, the controller's top-k means minus the others'. The default search discriminates
 when children spread out, the best is not perfect, and the controller's top-k beat random's.
 
-    python bench/default_search.py [--seeds 0 1] [--children 120] [--evolution] [--set KEY=VALUE ...]
+``--space rnn_cell`` runs the same comparison on the paper's recurrent-cell space instead,
+sized for a CPU (``rnn_config``): character-level language models of the start of
+../shared/data/ptb/ptb.train.txt, scored by validation perplexity (lower is better; the
+differences printed are then the others' minus the controller's, so positive favours it).
+
+    python bench/default_search.py [--space conv|rnn_cell] [--seeds 0 1] [--children 120] [--evolution]
+                                   [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -28,6 +34,20 @@ from nasps.plots import TOP_KS  # noqa: E402
 from nasps.report import load_run  # noqa: E402
 
 DEFAULT = ROOT / "configs" / "default.yaml"
+PTB = ROOT.parent / "shared" / "data" / "ptb" / "ptb.train.txt"
+TEXT_BYTES = 120_000  # of PTB's training text: 108,000 characters to train on, 12,000 to score
+
+
+def rnn_config(text: Path) -> dict:
+    """The paper's base-8 cell space with the default search's controller and cluster, each
+    child a small character-level language model: hidden 32, 2 epochs of 12,000 characters."""
+    base = yaml.safe_load(DEFAULT.read_text())
+    return {"space": {"type": "rnn_cell", "base": 8},
+            "strategy": {"type": "reinforce", "policy": "lstm"},
+            "evaluator": {"type": "language_model", "dataset": {"type": "text", "path": str(text)},
+                          "epochs": 2, "max_tokens_per_epoch": 12_000, "hidden_size": 32, "batch_size": 32,
+                          "bptt": 35, "dropout": 0.0, "learning_rate": 5.0},
+            "cluster": base["cluster"], "budget": {"children": 150}, "seed": 0}
 OTHERS = {"random": {"type": "random"}, "evolution": {"type": "evolution"}}  # against the config's own
 
 
@@ -39,10 +59,10 @@ def run_search(config: dict, run_dir: Path, overrides: list[str]) -> None:
                     *sets], check=True, stdout=subprocess.DEVNULL)
 
 
-def accuracies(run_dir: Path) -> list[float]:
-    """The validation accuracy the reward was computed from, of every trained child, best first."""
+def scores(run_dir: Path, metric: str, lower_is_better: bool) -> list[float]:
+    """The validation figure the reward was computed from, of every trained child, best first."""
     rows = [r for r in load_run(run_dir).rows if not r.cached and r.status == "ok"]
-    return sorted((r.metrics["best_val_accuracy"] for r in rows), reverse=True)
+    return sorted((r.metrics[metric] for r in rows), reverse=not lower_is_better)
 
 
 def describe(accs: list[float]) -> dict[str, float]:
@@ -53,20 +73,27 @@ def describe(accs: list[float]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="conv", choices=["conv", "rnn_cell"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--children", type=int, default=None, help="budget (default: the config's)")
     parser.add_argument("--evolution", action="store_true", help="also run aging evolution (its defaults)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override an evaluator, space or budget key of both searches")
     args = parser.parse_args()
-    base = yaml.safe_load(DEFAULT.read_text())
-    if args.children:
-        base["budget"]["children"] = args.children
+    cells = args.space == "rnn_cell"
+    metric, scale, unit = ("best_val_perplexity", 1, "validation perplexity") if cells else \
+        ("best_val_accuracy", 100, "validation accuracy, %")
     columns = ["best", "median", "worst", *(f"top{k}" for k in TOP_KS)]
-    print(f"{'seed':>4}  {'strategy':<9}  " + "  ".join(f"{c:>7}" for c in columns) + "   (validation accuracy, %)")
+    print(f"{'seed':>4}  {'strategy':<9}  " + "  ".join(f"{c:>7}" for c in columns) + f"   ({unit})")
     others = ["random"] + (["evolution"] if args.evolution else [])
     gains: dict[str, dict[str, list[float]]] = {other: {c: [] for c in columns} for other in others}
     with tempfile.TemporaryDirectory(prefix="nasps-default-") as tmp:
+        if cells:
+            text = Path(tmp) / "ptb-start.txt"
+            text.write_bytes(PTB.read_bytes()[:TEXT_BYTES])
+        base = rnn_config(text) if cells else yaml.safe_load(DEFAULT.read_text())
+        if args.children:
+            base["budget"]["children"] = args.children
         for seed in args.seeds:
             found = {}
             for strategy in ["reinforce", *others]:
@@ -75,14 +102,16 @@ def main() -> None:
                     config["strategy"] = OTHERS[strategy]
                 run_dir = Path(tmp) / f"{strategy}-{seed}"
                 run_search(config, run_dir, args.set)
-                found[strategy] = describe(accuracies(run_dir))
-                print(f"{seed:>4}  {strategy:<9}  " + "  ".join(f"{100 * found[strategy][c]:>7.2f}" for c in columns),
+                found[strategy] = describe(scores(run_dir, metric, lower_is_better=cells))
+                print(f"{seed:>4}  {strategy:<9}  " + "  ".join(f"{scale * found[strategy][c]:>7.2f}" for c in columns),
                       flush=True)
             for other in others:
                 for c in columns:
-                    gains[other][c].append(100 * (found["reinforce"][c] - found[other][c]))
+                    gain = scale * (found["reinforce"][c] - found[other][c])
+                    gains[other][c].append(-gain if cells else gain)
     for other in others:
-        print(f"\ncontroller minus {other} (accuracy points), mean over seeds [min, max]:")
+        which = f"{other} minus controller (perplexity)" if cells else f"controller minus {other} (accuracy points)"
+        print(f"\n{which}, mean over seeds [min, max]:")
         for c in columns:
             values = gains[other][c]
             print(f"  {c:<7} {statistics.fmean(values):+6.2f}  [{min(values):+.2f}, {max(values):+.2f}]")
