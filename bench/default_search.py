@@ -30,6 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from nasps.evaluators import SCORED  # noqa: E402
 from nasps.plots import TOP_KS  # noqa: E402
 from nasps.report import load_run  # noqa: E402
 
@@ -61,7 +62,7 @@ def run_search(config: dict, run_dir: Path, overrides: list[str]) -> None:
 
 def scores(run_dir: Path, metric: str, lower_is_better: bool) -> list[float]:
     """The validation figure the reward was computed from, of every trained child, best first."""
-    rows = [r for r in load_run(run_dir).rows if not r.cached and r.status == "ok"]
+    rows = [r for r in load_run(run_dir).rows if not r.cached and r.status in SCORED]
     return sorted((r.metrics[metric] for r in rows), reverse=not lower_is_better)
 
 

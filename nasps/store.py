@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS children (
     id                 INTEGER PRIMARY KEY,  -- order of finishing, from 1
     arch               TEXT NOT NULL,        -- JSON object: decision name -> value
     arch_hash          TEXT NOT NULL,
-    reward             REAL,                 -- NULL unless status = 'ok'
+    reward             REAL,                 -- NULL unless status is ok or stopped
     status             TEXT NOT NULL,        -- ok, failed, diverged, oom, timeout, cancelled
     cached             INTEGER NOT NULL,     -- 1: result reused from an identical earlier child
     cached_from        INTEGER REFERENCES children(id),
@@ -381,8 +381,8 @@ class ResultsStore:
 
     def best_reward(self, up_to: int) -> Optional[float]:
         """The best reward of a trained child with an id up to ``up_to``."""
-        return self._fetch("SELECT MAX(reward) FROM children WHERE id <= ? AND status = 'ok' AND cached = 0",
-                           (up_to,))[0][0]
+        return self._fetch("SELECT MAX(reward) FROM children WHERE id <= ? AND status IN ('ok', 'stopped')"
+                           " AND cached = 0", (up_to,))[0][0]
 
     def count_rounds(self, up_to: int) -> int:
         try:

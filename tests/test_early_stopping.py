@@ -67,6 +67,17 @@ def test_thresholds_from_the_stores_curves_worked_out_by_hand_and_after_a_resume
     again.close()
 
 
+def test_a_resumed_board_counts_a_stopped_child_among_the_best(tmp_path):
+    store = open_new_store(tmp_path / "run", toy_config())
+    for a, (status, reward) in enumerate([("ok", 0.5), ("stopped", 0.8), ("failed", None)]):
+        arch = toy(a=a)
+        store.add_child(arch_json=arch.json_text, arch_hash=arch.hash, status=status, reward=reward, metrics={},
+                        error=None, cached_from=None, replica=0, controller_version=0, worker="w",
+                        started_at=0.0, finished_at=1.0)
+    assert store.best_reward(up_to=3) == 0.8
+    store.close()
+
+
 def python_evaluator(early_stopping=RULE, target=CURVE["target"]):
     return build_evaluator(config_from_dict({"space": TOY_SPACE, "evaluator": {
         "type": "python", "target": target, "early_stopping": early_stopping}}).evaluator)
