@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS children (
     arch               TEXT NOT NULL,        -- JSON object: decision name -> value
     arch_hash          TEXT NOT NULL,
     reward             REAL,                 -- NULL unless status is ok or stopped
-    status             TEXT NOT NULL,        -- ok, failed, diverged, oom, timeout, cancelled
+    status             TEXT NOT NULL,        -- ok, stopped, failed, diverged, oom, timeout, cancelled
     cached             INTEGER NOT NULL,     -- 1: result reused from an identical earlier child
     cached_from        INTEGER REFERENCES children(id),
     metrics            TEXT NOT NULL,        -- JSON object
@@ -90,13 +90,16 @@ CREATE TABLE IF NOT EXISTS rounds (
 """
 
 
+# The schema's version, kept in PRAGMA user_version. A store made before versions were kept
+# reads 0 and is brought up to this one (ADDED_COLUMNS) when opened to write; a store made by a
+# newer nasps is refused in one line rather than misread.
+SCHEMA_VERSION = 1
+
 # Columns a store made by an earlier nasps may lack: added (empty) when it is opened to write.
+# Rows are read by column name, so an added column's place in the table does not matter.
 ADDED_COLUMNS = {"children": [("update_seq", "INTEGER")],
                  "pushes": [("epoch", "INTEGER NOT NULL DEFAULT 0")],
                  "pending": [("replica", "INTEGER")]}
-
-CHILD_COLUMNS = ("id, arch, arch_hash, reward, status, cached, metrics, error, replica, controller_version,"
-                 " staleness, worker, started_at, finished_at, duration_s, depth, update_seq")
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,8 @@ class ResultsStore:
             self._check_schema()
             if not readonly:
                 self._add_missing_columns()
+                if self.schema_version() < SCHEMA_VERSION:
+                    self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except (sqlite3.DatabaseError, UserInputError) as exc:
             if self._db is not None:
                 self._db.close()
@@ -199,6 +204,13 @@ class ResultsStore:
         if missing:
             raise UserInputError(f"{self.path}: not a nasps results store "
                                  f"(missing tables: {', '.join(sorted(missing))})")
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise UserInputError(f"{self.path}: written by a newer nasps (store schema {version}; this nasps "
+                                 f"reads up to {SCHEMA_VERSION}); upgrade nasps to read it")
+
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def _add_missing_columns(self) -> None:
         for table, columns in ADDED_COLUMNS.items():
@@ -323,10 +335,14 @@ class ResultsStore:
 
     # ------------------------------------------------------------------ reading
 
-    def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
-        """Rows of a query; a damaged file is a one-line error naming it, not a traceback."""
+    def _fetch(self, sql: str, args: Sequence[Any] = (), named: bool = False) -> list:
+        """Rows of a query (``named``: rows read by column name); a damaged file is a one-line
+        error naming it, not a traceback."""
         try:
-            return self._db.execute(sql, args).fetchall()
+            cursor = self._db.cursor()
+            if named:
+                cursor.row_factory = sqlite3.Row
+            return cursor.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and "no such" in str(exc):
                 raise  # a table or column an older store lacks: the caller knows what to do
@@ -340,12 +356,7 @@ class ResultsStore:
         return self._children(f"ORDER BY {orders[order]}")
 
     def _children(self, clause: str, args: Sequence[Any] = ()) -> list[ChildRow]:
-        try:
-            rows = self._fetch(f"SELECT {CHILD_COLUMNS} FROM children {clause}", args)
-        except sqlite3.OperationalError:  # read only, from before update_seq existed
-            rows = [(*r, None) for r in self._fetch(
-                f"SELECT {CHILD_COLUMNS.rsplit(',', 1)[0]} FROM children {clause}", args)]
-        return [_row(r) for r in rows]
+        return [_row(r) for r in self._fetch(f"SELECT * FROM children {clause}", args, named=True)]
 
     def count(self, where: str = "1", args: Sequence[Any] = ()) -> int:
         return int(self._fetch(f"SELECT COUNT(*) FROM children WHERE {where}", args)[0][0])
@@ -400,13 +411,9 @@ class ResultsStore:
             return 0
 
     def pushes(self) -> list[PushRow]:
-        try:
-            rows = self._fetch("SELECT replica, seq, shard, version_pulled, version, staleness, applied, epoch"
-                               " FROM pushes ORDER BY pushed_at, replica, seq, shard")
-        except sqlite3.OperationalError:  # read only, from before the epoch column
-            rows = [(*r, 0) for r in self._fetch("SELECT replica, seq, shard, version_pulled, version, staleness,"
-                                                 " applied FROM pushes ORDER BY pushed_at, replica, seq, shard")]
-        return [PushRow(*r[:6], bool(r[6]), r[7]) for r in rows]
+        rows = self._fetch("SELECT * FROM pushes ORDER BY pushed_at, replica, seq, shard", named=True)
+        return [PushRow(r["replica"], r["seq"], r["shard"], r["version_pulled"], r["version"], r["staleness"],
+                        bool(r["applied"]), _column(r, "epoch", 0)) for r in rows]
 
     def last_seq(self, replica: int) -> int:
         """The last update a replica's pushes were recorded for (0 if none)."""
@@ -437,9 +444,13 @@ class _Transaction:
         return False
 
 
-def _row(r: tuple) -> ChildRow:
-    (id_, arch, arch_hash, reward, status, cached, metrics, error, replica, controller_version, staleness,
-     worker, started_at, finished_at, duration_s, depth, update_seq) = r
-    return ChildRow(id_, json.loads(arch), arch_hash, reward, status, bool(cached), json.loads(metrics),
-                    error, replica, controller_version, staleness, worker, started_at, finished_at,
-                    duration_s, depth, update_seq)
+def _column(row: sqlite3.Row, name: str, default: Any = None) -> Any:
+    """A column an older store may lack (read only, it was never brought up to date)."""
+    return row[name] if name in row.keys() else default
+
+
+def _row(r: sqlite3.Row) -> ChildRow:
+    return ChildRow(r["id"], json.loads(r["arch"]), r["arch_hash"], r["reward"], r["status"], bool(r["cached"]),
+                    json.loads(r["metrics"]), r["error"], r["replica"], r["controller_version"], r["staleness"],
+                    r["worker"], r["started_at"], r["finished_at"], r["duration_s"], _column(r, "depth"),
+                    _column(r, "update_seq"))

@@ -186,6 +186,40 @@ def test_store_meta_keeps_the_config_and_version(tmp_path):
     assert (tmp_path / "run" / "config.yaml").read_text().startswith("space:")
 
 
+def test_the_store_keeps_its_schema_version_and_reads_an_older_store_by_column_name(tmp_path):
+    from nasps.errors import UserInputError
+    from nasps.store import SCHEMA_VERSION
+    path = tmp_path / "run" / "results.sqlite"
+    store = open_new_store(tmp_path / "run", toy_config())
+    a = arch(0)
+    store.add_child(arch_json=a.json_text, arch_hash=a.hash, status="ok", reward=0.5, metrics={"x": 1}, error=None,
+                    cached_from=None, replica=0, controller_version=3, worker="w", started_at=1.0, finished_at=2.0)
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+    # As a store from before versions and update_seq: version 0, the column gone.
+    db.executescript("PRAGMA user_version = 0; ALTER TABLE children DROP COLUMN update_seq;")
+    db.close()
+    old = ResultsStore(path, readonly=True)  # read only: read as it is, by name, nothing written
+    (row,) = old.children()
+    assert (row.reward, row.controller_version, row.metrics, row.update_seq) == (0.5, 3, {"x": 1}, None)
+    assert old.schema_version() == 0
+    old.close()
+    store = ResultsStore(path)  # to write: brought up to date
+    assert store.schema_version() == SCHEMA_VERSION and store.children()[0].update_seq is None
+    store.close()
+    # A store from a newer nasps is refused in one line, and left as it was.
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    before = path.read_bytes()
+    for readonly in (True, False):
+        with pytest.raises(UserInputError, match=f"newer nasps \\(store schema {SCHEMA_VERSION + 1}; this nasps "
+                                                 f"reads up to {SCHEMA_VERSION}\\)"):
+            ResultsStore(path, readonly=readonly)
+    assert path.read_bytes() == before
+
+
 def test_a_commit_that_fails_stores_nothing_and_leaves_every_child_in_flight(ledger):
     """Children finished together are committed in one transaction: when one row cannot be
     written, none is, and the ledger counts none of them (they can still be committed)."""
