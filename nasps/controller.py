@@ -115,8 +115,8 @@ class Controller:
     def feedback(self, actions: Sequence[tuple[int, ...]], outcomes: Sequence[Optional[Outcome]]) -> list[Scored]:
         """The (actions, reward) pairs that enter the gradient.
 
-        A child that did not end ``ok`` or ``stopped`` enters with ``strategy.failure_reward``, or not at all
-        when that is null (the default). A repeat of an architecture already trained (a cached
+        A child that did not end ``ok`` or ``stopped`` enters with ``strategy.failure_reward``, or
+        not at all when that is null (the default). A repeat of an architecture already trained (a cached
         row) enters unless ``strategy.learn_from_repeats`` is false.
         """
         failure_reward = getattr(self.strategy, "failure_reward", None)

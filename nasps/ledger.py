@@ -10,10 +10,10 @@ Every sampled architecture is admitted here before it is trained:
   interrupted); it is not kept.
 Tickets never exceed ``budget.children``, so the search stops at exactly the budget.
 
-Which results a repeat may reuse: an ``ok`` or ``stopped`` child always; a ``failed``, ``diverged`` or
-``timeout`` child only within the driver run that trained it (the same code fails the same way,
-but a resumed search may run fixed code); an ``oom`` child never (memory depends on what else
-shares the device), so a repeat of it is trained again.
+Which results a repeat may reuse: an ``ok`` or ``stopped`` child always; a ``failed``,
+``diverged`` or ``timeout`` child only within the driver run that trained it (the same code
+fails the same way, but a resumed search may run fixed code); an ``oom`` child never (memory
+depends on what else shares the device), so a repeat of it is trained again.
 
 Plain Python around the results store: the runtime wraps it in a Ray actor. The store's
 ``pending`` table mirrors which replica trains each admitted child, so a ledger rebuilt from
@@ -83,8 +83,8 @@ class Admitted:
 
 @dataclass(frozen=True)
 class Member:
-    """A trained child with a reward (ok, or stopped early), as evolution and the reward predictor see it: its
-    architecture's value and its reward."""
+    """A trained child with a reward (ok, or stopped early), as evolution and the reward
+    predictor see it: its architecture's value and its reward."""
 
     arch: dict
     reward: float
@@ -129,8 +129,8 @@ class Ledger:
         ``pending_in_flight``: the store's pending children are still being trained by the
         replicas it names (the recorder was restarted mid-run); otherwise (a new driver run)
         they were in flight when the search stopped and are to be trained again, once.
-        ``recent``: keep the last this many children with a reward (ok or stopped), in the order they were
-        committed (evolution's population, the reward predictor's data; 0 = none).
+        ``recent``: keep the last this many children with a reward (ok or stopped), in the
+        order they were committed (evolution's population, the reward predictor's data; 0 = none).
         ``early_stopping``: keep the trained children's validation curves, for ``thresholds``."""
         self.store = store
         self.budget = budget_children

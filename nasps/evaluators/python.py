@@ -7,7 +7,8 @@ with ``evaluator.early_stopping`` it answers True when the child should stop, an
 should then return the reward it has (it always answers False without early stopping).
 
 The target is imported the way Python would from the directory the search was started in (and
-PYTHONPATH); on a cluster, ship the code with ``cluster.runtime_env`` (``working_dir`` or ``py_modules``).
+PYTHONPATH); on a cluster, ship the code with ``cluster.runtime_env`` (``working_dir`` or
+``py_modules``).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 The data is already a tensor on the training device: batches are index slices of it and
 augmentation (random padded crops, horizontal flips) runs on the device, so there are no
 DataLoader processes and no copies per step. On CUDA: channels_last, low-precision autocast
-(``precision``) and cudnn benchmark. Failures are results: a non-finite loss raises ``ChildFailure("diverged")`` and
-running past the deadline ``ChildFailure("timeout")``.
+(``precision``) and cudnn benchmark. Failures are results: a non-finite loss raises
+``ChildFailure("diverged")`` and running past the deadline ``ChildFailure("timeout")``.
 """
 
 from __future__ import annotations
