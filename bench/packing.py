@@ -58,7 +58,7 @@ def child_process(rank: int, data_file: str, device_name: str, epochs: int, read
                              weight_decay=1e-4, schedule="cosine", crop_padding=2, flip=False)
     torch.manual_seed(rank)
     model = build_conv_net(small_child(), splits.channels, splits.num_classes)
-    train_classifier(model, splits, TrainSettings(**{**settings.__dict__, "epochs": 1}), device, seed=rank)  # warm-up
+    train_classifier(model, splits, dataclasses.replace(settings, epochs=1), device, seed=rank)  # warm-up
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     ready.wait()
