@@ -1,26 +1,28 @@
 """The pictures of ``nasps report``: PNG plots of a run and diagrams of its best architectures.
 
 Everything here reads plain rows (``ChildRow``, the store's rounds) and writes files; nothing
-reads the store itself. matplotlib runs headless (Agg), so this works on a cluster's head node.
+reads the store itself. The figures are ``matplotlib.figure.Figure`` objects made without pyplot,
+so drawing them neither needs a display (a cluster's head node) nor changes the backend of the
+process that asks for them (a notebook's inline plots).
 """
 
 from __future__ import annotations
 
+import io
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from matplotlib.path import Path as MplPath
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
-from matplotlib.path import Path as MplPath  # noqa: E402
-
-from nasps.evaluators import SCORED  # noqa: E402
-from nasps.spaces.rnn_cell import cell_equations, node_inputs  # noqa: E402
-from nasps.store import ChildRow, ranked_children  # noqa: E402
+from nasps.evaluators import SCORED
+from nasps.spaces import shape_of
+from nasps.spaces.rnn_cell import cell_equations, node_inputs
+from nasps.store import ChildRow, ranked_children
 
 TOP_KS = (1, 5, 15)  # the paper's control experiment plots the mean of the top 1, 5 and 15
 DPI = 150
@@ -98,31 +100,48 @@ def moving_average(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
+def figures(run: RunData, compare: Sequence[RunData] = (), top: int = 3) -> dict[str, Figure]:
+    """Every plot that has data for this run, by name (``rewards``, ``control``, ...,
+    ``architecture_1``)."""
+    drawn = {}
+    with matplotlib.rc_context(STYLE):
+        for name, draw in (("rewards", lambda: _rewards(run)),
+                           ("control", lambda: _control([run, *compare])),
+                           ("depth", lambda: _depth(run)),
+                           ("staleness", lambda: _staleness(run)),
+                           ("throughput", lambda: _throughput(run)),
+                           ("controller", lambda: _controller(run))):
+            drawn[name] = draw()
+        for rank, row in enumerate(ranked_children(run.rows)[:top], 1):
+            drawn[f"architecture_{rank}"] = architecture_figure(
+                row.arch, f"rank {rank}: child {row.id}, reward {row.reward:.4g}")
+    return {name: figure for name, figure in drawn.items() if figure is not None}
+
+
 def write_plots(run: RunData, out_dir: Path, compare: Sequence[RunData] = (), top: int = 3) -> list[Path]:
-    """Every plot that has data for this run; returns the files written."""
+    """The figures as PNG files in ``out_dir``; returns the files written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    with plt.rc_context(STYLE):
-        for name, draw in (("rewards.png", lambda: _rewards(run)),
-                           ("control.png", lambda: _control([run, *compare])),
-                           ("depth.png", lambda: _depth(run)),
-                           ("staleness.png", lambda: _staleness(run)),
-                           ("throughput.png", lambda: _throughput(run)),
-                           ("controller.png", lambda: _controller(run))):
-            figure = draw()
-            if figure is not None:
-                written.append(_save(figure, out_dir / name))
-        for rank, row in enumerate(ranked_children(run.rows)[:top], 1):
-            figure = architecture_figure(row.arch, f"rank {rank}: child {row.id}, reward {row.reward:.4g}")
-            if figure is not None:
-                written.append(_save(figure, out_dir / f"architecture_{rank}.png"))
+    for name, figure in figures(run, compare, top).items():
+        written.append(out_dir / f"{name}.png")
+        figure.savefig(written[-1], dpi=DPI, bbox_inches="tight")
     return written
 
 
-def _save(figure, path: Path) -> Path:
-    figure.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(figure)
-    return path
+class ReportFigure(Figure):
+    """A figure that draws itself as a PNG where IPython shows it (a notebook's cell), with no
+    pyplot backend behind it."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+        return buffer.getvalue()
+
+
+def _subplots(*grid: int, figsize: tuple[float, float], **kwargs):
+    """pyplot.subplots without pyplot: the figure belongs to no backend until it is shown or saved."""
+    figure = ReportFigure(figsize=figsize)
+    return figure, figure.subplots(*grid, **kwargs)
 
 
 def _rewards(run: RunData):
@@ -131,7 +150,7 @@ def _rewards(run: RunData):
     if not points:
         return None
     xs, ys = zip(*points)
-    figure, ax = plt.subplots(figsize=(6.4, 3.6))
+    figure, ax = _subplots(figsize=(6.4, 3.6))
     ax.scatter(xs, ys, s=8, alpha=0.45, color="tab:blue", linewidths=0, label="child")
     window = max(5, len(ys) // 20)
     ax.plot(xs, moving_average(ys, window), color="tab:orange", lw=1.5, label=f"moving average ({window})")
@@ -152,8 +171,8 @@ def _rewards(run: RunData):
 def _control(runs: Sequence[RunData]):
     if not any(top_k_curve(run.rows, 1)[0] for run in runs):
         return None
-    figure, ax = plt.subplots(figsize=(6.4, 4.0))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    figure, ax = _subplots(figsize=(6.4, 4.0))
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     styles = {1: "-", 5: "--", 15: ":"}
     for run, color in zip(runs, colors):
         for k in TOP_KS:
@@ -173,7 +192,7 @@ def _depth(run: RunData):
     if not points:
         return None  # the space has no depth
     xs, ys = zip(*points)
-    figure, ax = plt.subplots(figsize=(6.4, 3.0))
+    figure, ax = _subplots(figsize=(6.4, 3.0))
     ax.step(xs, ys, where="post", color="tab:green", lw=1.5)
     ax.set(xlabel="children trained (order of finishing)", ylabel="layers",
            title=f"Depth in force under the curriculum: {run.label}")
@@ -185,7 +204,7 @@ def _staleness(run: RunData):
     values = [r[7] for r in run.rounds]
     if not values:
         return None  # no controller updates (random search)
-    figure, ax = plt.subplots(figsize=(5.0, 3.2))
+    figure, ax = _subplots(figsize=(5.0, 3.2))
     bins = [b - 0.5 for b in range(0, max(values) + 2)]
     ax.hist(values, bins=bins, color="tab:purple", rwidth=0.85)
     ax.set(xlabel="staleness (updates applied between pull and push)", ylabel="controller updates",
@@ -207,7 +226,7 @@ def _throughput(run: RunData):
     counts = [0] * bins
     for m in minutes:
         counts[min(int(m / width), bins - 1)] += 1
-    figure, ax = plt.subplots(figsize=(6.4, 3.0))
+    figure, ax = _subplots(figsize=(6.4, 3.0))
     ax.bar([(i + 0.5) * width for i in range(bins)], [c / width for c in counts], width=width * 0.9,
            color="tab:cyan", label="in this interval")
     ax.axhline(len(ends) / span, color="black", lw=1, ls="--", label=f"overall {len(ends) / span:.1f}")
@@ -220,7 +239,7 @@ def _throughput(run: RunData):
 def _controller(run: RunData):
     if not run.rounds:
         return None
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 4.4), sharex=True)
+    figure, (top, bottom) = _subplots(2, 1, figsize=(6.4, 4.4), sharex=True)
     steps = range(1, len(run.rounds) + 1)
     rewards = [(s, r[4]) for s, r in zip(steps, run.rounds) if r[4] is not None]
     if rewards:
@@ -241,11 +260,8 @@ def _controller(run: RunData):
 def architecture_figure(value: dict, title: str):
     """A conv network as its layers and connections, or a recurrent cell as its tree and
     equations; None for a categorical architecture (the report's table says it all)."""
-    if "layers" in value:
-        return _conv_diagram(value, title)
-    if "nodes" in value:
-        return _cell_diagram(value, title)
-    return None
+    draw = {"conv": _conv_diagram, "rnn_cell": _cell_diagram}.get(shape_of(value))
+    return draw(value, title) if draw else None
 
 
 def _box(ax, x, y, text, color, width=0.8, height=0.5, fontsize=7):
@@ -303,7 +319,7 @@ def _conv_diagram(value: dict, title: str):
     lanes_left = max(left_lanes, default=-1) + 1
     xlim = (-width / 2 - lane_gap * (lanes_left + 1), width / 2 + lane_gap * (lanes_right + 1))
     ylim = (-float(n + 1) - 0.5, 0.5)
-    figure, ax = plt.subplots(figsize=(inch * (xlim[1] - xlim[0]), inch * (ylim[1] - ylim[0]) + 0.5))
+    figure, ax = _subplots(figsize=(inch * (xlim[1] - xlim[0]), inch * (ylim[1] - ylim[0]) + 0.5))
     _box(ax, 0, y["image"], "image", "0.92", width, height)
     _box(ax, 0, y["classifier"], "global average pool + linear", "0.92", width, height)
     for i, layer in enumerate(layers):
@@ -343,7 +359,7 @@ def _cell_diagram(value: dict, title: str):
         x = 1.2 * n if children is None else (position[children[0]][0] + position[children[1]][0]) / 2
         position[n] = (x, 1.25 * levels[n])
     top = max(levels.values())
-    figure, (ax, text_ax) = plt.subplots(
+    figure, (ax, text_ax) = _subplots(
         1, 2, figsize=(2.2 + 1.1 * base + 3.0, 1.6 + 1.1 * (top + 1)),
         gridspec_kw={"width_ratios": [1.1 * base + 1.0, 3.0], "wspace": 0.02})
     w, h = 1.0, 0.62
