@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -110,19 +109,9 @@ def _validate(args) -> int:
 
 
 def _check_runnable(config, path: str) -> None:
-    """Checks that need more than the config's own text: the evaluator must import, the
-    dataset must be there."""
-    from nasps.config import ImageClassificationEvaluatorConfig, LanguageModelEvaluatorConfig, PythonEvaluatorConfig
+    from nasps.evaluators import check_runnable
     try:
-        if isinstance(config.evaluator, PythonEvaluatorConfig):
-            from nasps.evaluators.python import resolve_target
-            resolve_target(config.evaluator.target)
-        elif isinstance(config.evaluator, ImageClassificationEvaluatorConfig):
-            from nasps.data.images import check_available
-            check_available(config.evaluator.dataset)
-        elif isinstance(config.evaluator, LanguageModelEvaluatorConfig):
-            from nasps.data.text import check_available as check_text
-            check_text(config.evaluator.dataset)
+        check_runnable(config.evaluator)
     except UserInputError as exc:
         raise UserInputError(f"{path}: {exc}") from None
 
@@ -160,13 +149,10 @@ def _search(args) -> int:
         _check_runnable(config, args.config)
         run_dir = prepare_run_dir(args.run_dir or default_run_dir())
 
+    from nasps.progress import ProgressView, sample_cap_note, starting_line, stop_problem
     from nasps.runtime.driver import run_search  # imports Ray: only once the input is known to be good
-
-    c = config.cluster
-    doing = "resuming" if args.resume else "searching into"
-    print(f"nasps: {doing} {run_dir} (S={c.parameter_servers}, K={c.replicas}, m={c.children_per_replica}, "
-          f"budget {config.budget.children} children)", flush=True)
     from nasps.spaces import build_space
+    print(starting_line(config, run_dir, args.resume is not None), flush=True)
     view = ProgressView(config.budget.children, build_space(config.space).depth_at)
     try:
         summary = run_search(config, run_dir, address=args.address, on_progress=view,
@@ -179,17 +165,12 @@ def _search(args) -> int:
         return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     p = summary.progress
     view(p, final=True)
-    if p.stop_reason == "failures":
-        print(f"nasps: error: stopped after {p.failures_in_a_row} children in a row ended failed, diverged or "
-              f"timeout (budget.max_consecutive_failures); the last: {p.last_error}; finished children are "
-              f"kept, and nasps search --resume {run_dir} continues once it is fixed", file=sys.stderr)
-        return EXIT_FAILED
-    if p.stop_reason == "store":
-        print(f"nasps: error: {p.last_error}; what was committed is kept", file=sys.stderr)
+    problem = stop_problem(p, f"nasps search --resume {run_dir}")
+    if problem:
+        print(f"nasps: error: {problem}", file=sys.stderr)
         return EXIT_FAILED
     if p.stop_reason == "sample_cap":
-        print(f"nasps: stopped early: {p.samples} architectures sampled (budget.max_samples) "
-              f"but only {p.trained} distinct ones trained; the policy keeps repeating itself")
+        print(f"nasps: stopped early: {sample_cap_note(p)}")
     print()
     print(format_report(summarize(run_dir)))
     return 0
@@ -247,72 +228,6 @@ def _train(args) -> int:
     for path in save(out, job, records, best, weights):
         print(f"wrote {path}")
     return 0
-
-
-class ProgressView:
-    """What a search shows while it runs: children done of budget, best reward, children per
-    minute, ETA, counts by status and the depth in force.
-
-    On a terminal it is one live line with a bar (rich); otherwise (a log file, a pipe, CI) a
-    plain line every ``every_s`` seconds and a last one at the end.
-    """
-
-    def __init__(self, budget: int, depth_at=None, stream=None, every_s: float = 5.0):
-        self.budget = budget
-        self.depth_at = depth_at or (lambda samples: None)
-        self.stream = stream or sys.stdout
-        self.every_s = every_s
-        self.start = time.time()
-        self.last = 0.0
-        self.first_trained: Optional[int] = None  # a resumed search starts with some trained
-        self.training_since: Optional[float] = None
-        self._live = None
-        if self.stream.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-            self._live = Progress(TextColumn("children"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                                  TimeElapsedColumn(),
-                                  TextColumn("{task.fields[info]}"), console=Console(file=self.stream),
-                                  transient=False)
-            self._task = self._live.add_task("search", total=budget, info="starting actors")
-            self._live.start()
-
-    def info(self, p) -> str:
-        if self.first_trained is None:
-            self.first_trained = p.trained
-        done = p.trained - self.first_trained
-        if self.training_since is None and (p.in_flight or done):
-            self.training_since = time.time()
-        # From the first child on, as the report counts: starting the actors is not throughput.
-        elapsed = time.time() - self.training_since if self.training_since is not None else 0.0
-        rate = 60.0 * done / elapsed if elapsed > 0 and done else 0.0
-        eta = f"{(self.budget - p.trained) / rate:.1f} min" if rate else "-"
-        best = f"{p.best_reward:.5g}" if p.best_reward is not None else "-"
-        if p.best_metric:
-            best += f" ({p.best_metric})"
-        statuses = ", ".join(f"{k} {v}" for k, v in sorted(p.by_status.items())) or "-"
-        depth = self.depth_at(p.samples)
-        depth_text = f"  depth {depth}" if depth is not None else ""
-        return (f"best {best}  {rate:.1f}/min  ETA {eta}  cached {p.cached}  in flight {p.in_flight}"
-                f"{depth_text}  ({statuses})")
-
-    def __call__(self, p, final: bool = False) -> None:
-        if self._live is not None:
-            self._live.update(self._task, completed=p.trained, info=self.info(p))
-            if final:
-                self.close()
-            return
-        now = time.time()
-        if not final and now - self.last < self.every_s:
-            return
-        self.last = now
-        print(f"[{now - self.start:7.1f}s] children {p.trained}/{self.budget}  {self.info(p)}",
-              file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
 
 
 if __name__ == "__main__":

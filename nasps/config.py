@@ -11,6 +11,7 @@ Each part of nasps receives only its own section (``SpaceConfig`` for a space, a
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import difflib
 import itertools
@@ -19,7 +20,7 @@ import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -41,6 +42,17 @@ def option(default: Any, doc: str, **checks: Any) -> Any:
 
 def required(doc: str, **checks: Any) -> Any:
     return field(metadata={"doc": doc, "required": True, **checks})
+
+
+def python_only(doc: str) -> Any:
+    """A field that only Python sets (``nasps.search(evaluator=fn)``): no YAML key, never written
+    to a run directory, not part of a config's equality."""
+    return field(default=None, compare=False, repr=False, metadata={"doc": doc, "python_only": True})
+
+
+def yaml_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of a config dataclass that a YAML file may set."""
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("python_only")]
 
 
 # --------------------------------------------------------------------------- sections
@@ -342,6 +354,8 @@ class PythonEvaluatorConfig:
         None, "a child still running this long after it was sent ends as timeout: its worker is killed "
               "and replaced (null = no deadline)", above=0.0)
     early_stopping: Union[EarlyStoppingConfig, None] = option(None, EARLY_STOPPING_DOC)
+    function: Optional[Callable[..., Any]] = python_only(
+        "the function itself, when nasps.search(evaluator=fn) gave one; target then names it")
 
     def check(self, key: str) -> None:
         if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.target):
@@ -546,8 +560,20 @@ class LoggingConfig:
     tensorboard: bool = option(True, "write TensorBoard event files under RUN_DIR/tb")
 
 
+_LOADING = contextvars.ContextVar("loading", default=False)
+
+
+class _CheckedWhenBuilt:
+    """A root config made in Python (``Config(...)``, ``dataclasses.replace``) is checked as the
+    loader checks a file, with the same one-line errors naming the dotted key."""
+
+    def __post_init__(self) -> None:
+        if not _LOADING.get():  # the loader checks as it builds
+            config_from_dict(config_to_dict(self), type(self))
+
+
 @dataclass(frozen=True, kw_only=True)
-class Config:
+class Config(_CheckedWhenBuilt):
     """A whole search: what to search, how, how to score, where to run, when to stop."""
 
     space: SpaceConfig = required("the search space")
@@ -586,7 +612,7 @@ class Config:
 
 
 @dataclass(frozen=True, kw_only=True)
-class FinalTrainingConfig:
+class FinalTrainingConfig(_CheckedWhenBuilt):
     """``nasps train``: the final training of a searched architecture (a config file of its own).
 
     Every combination of the ``grid`` lists is trained, in parallel on Ray; the one with the best
@@ -703,13 +729,17 @@ def apply_override(raw: dict, item: str) -> None:
 
 def config_from_dict(raw: Mapping[str, Any], root: type = Config) -> Any:
     """``root`` is Config (a search) or FinalTrainingConfig (``nasps train``)."""
-    return _build(root, raw, "")
+    loading = _LOADING.set(True)
+    try:
+        return _build(root, raw, "")
+    finally:
+        _LOADING.reset(loading)
 
 
 def config_to_dict(config: Any) -> Any:
     """The config as plain YAML-able data (lists for tuples), for writing to a run directory."""
     if dataclasses.is_dataclass(config):
-        return {f.name: config_to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+        return {f.name: config_to_dict(getattr(config, f.name)) for f in yaml_fields(type(config))}
     if isinstance(config, (list, tuple)):
         return [config_to_dict(v) for v in config]
     if isinstance(config, dict):
@@ -725,7 +755,7 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]
     """Every key with its default and doc: (dotted key, default, doc), for documentation."""
     rows = []
     hints = get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in yaml_fields(cls):
         key = f"{prefix}{f.name}"
         tp = hints[f.name]
         if get_origin(tp) is tuple and dataclasses.is_dataclass(get_args(tp)[0]):
@@ -774,7 +804,7 @@ def _reason(exc: BaseException) -> str:
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix or 'config'}: must be a mapping, got {_kind(raw)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in yaml_fields(cls)}
     for name in raw:
         if name not in fields:
             key = _join(prefix, str(name))

@@ -21,3 +21,10 @@ class SearchFailed(Exception):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a job scheduler, ``timeout``, Kubernetes, ``ray job stop``): handled as Ctrl-C."""
+
+
+class MissingExtra(UserInputError, ImportError):
+    """An optional integration whose packages are not installed (``pip install 'nasps[EXTRA]'``)."""
+
+    def __init__(self, feature: str, extra: str):
+        super().__init__(f"{feature} needs the {extra} extra: pip install 'nasps[{extra}]'")

@@ -172,6 +172,9 @@ def write_report_plots(run: StoredRun, compare: list[StoredRun], top: int = 3) -
     except OSError as exc:
         raise UserInputError(f"{out_dir}: cannot write the plots ({exc.strerror}); "
                              f"use --no-plots to print the report only") from None
-    data = [RunData(label_of(r.run_dir, r.strategy), r.rows, r.rounds, metric_scale(r.evaluator or {}))
-            for r in [run, *compare]]
+    data = plot_data([run, *compare])
     return write_plots(data[0], out_dir, data[1:], top=top)
+
+
+def plot_data(runs: Sequence[StoredRun]) -> list[RunData]:
+    return [RunData(label_of(r.run_dir, r.strategy), r.rows, r.rounds, metric_scale(r.evaluator or {})) for r in runs]

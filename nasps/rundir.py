@@ -44,15 +44,21 @@ def prepare_run_dir(run_dir: str | Path) -> Path:
 
 
 def open_new_store(run_dir: str | Path, config: Config) -> ResultsStore:
-    """Write the resolved config atomically and create the store with the run's provenance."""
+    """Write the resolved config and create the store with the run's provenance, each atomically."""
     run_dir = prepare_run_dir(run_dir)
     tmp = run_dir / (CONFIG_NAME + ".tmp")
     tmp.write_text(dump_config(config), encoding="utf-8")
     os.replace(tmp, run_dir / CONFIG_NAME)
-    store = ResultsStore(run_dir / STORE_NAME, create=True)
+    # Made whole under another name, then renamed: a reader (nasps.load, nasps report) that
+    # finds the store always finds its tables and its config.
+    tmp = run_dir / (STORE_NAME + ".tmp")
+    tmp.unlink(missing_ok=True)
+    store = ResultsStore(tmp, create=True)
     store.set_meta({"config": config_to_dict(config), "nasps_version": nasps.__version__,
                     "git_commit": _git_commit(), "created_at": time.time()})
-    return store
+    store.close()
+    os.replace(tmp, run_dir / STORE_NAME)
+    return ResultsStore(run_dir / STORE_NAME, create=True)
 
 
 RESUMABLE_SECTIONS = ("budget.", "cluster.")

@@ -104,6 +104,8 @@ ADDED_COLUMNS = {"children": [("update_seq", "INTEGER")],
 
 @dataclass(frozen=True)
 class ChildRow:
+    """One child of a run as the store keeps it; ``nasps.Child`` to users of the Python API."""
+
     id: int
     arch: dict
     arch_hash: str
@@ -121,6 +123,11 @@ class ChildRow:
     duration_s: Optional[float]
     depth: Optional[int] = None
     update_seq: Optional[int] = None
+
+    @property
+    def timings(self) -> dict[str, Optional[float]]:
+        """When the child was sent and finished (Unix seconds), and how long it trained."""
+        return {"started_at": self.started_at, "finished_at": self.finished_at, "duration_s": self.duration_s}
 
 
 @dataclass(frozen=True)

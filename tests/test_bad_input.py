@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from nasps import cli
-from nasps.config import Config, FinalTrainingConfig, config_from_dict, describe, load_config
+from nasps.config import Config, FinalTrainingConfig, config_from_dict, describe, load_config, yaml_fields
 from tests.conftest import NASPS, ROOT, TOY_SPACE, block_ray, run_cli
 
 DATA = "@DATA@"  # stands for the module's data folder (files that pass the dataset checks)
@@ -163,7 +163,7 @@ def out_of_range(tp: Any, meta: dict) -> list[tuple[str, Any, list[str]]]:
 def _fields(obj: Any, prefix: str, path: tuple):
     """(dotted key, raw path of the section, owner class, field, type) for every field under ``obj``."""
     hints = get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
+    for f in yaml_fields(type(obj)):
         key = f"{prefix}.{f.name}" if prefix else f.name
         yield key, path, type(obj), f, hints[f.name]
         value = getattr(obj, f.name)
@@ -319,7 +319,7 @@ def write(tmp_path: Path, raw: Any, data: Path, name: str = "bad.yaml") -> Path:
 
 
 def _search_run(tmp: Path, name: str, space: dict, target: str, children: int = 4) -> Path:
-    from nasps.search import run_serial
+    from nasps.serial import run_serial
     config = config_from_dict({"space": space, "evaluator": {"type": "python", "target": target},
                                "strategy": {"type": "random"}, "cluster": {"cpus_per_child": 0},
                                "budget": {"children": children, "max_samples": 100 * children},

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from nasps.report import summarize
 from nasps.rundir import open_for_resume
 from nasps.runtime.driver import run_search
-from nasps.search import run_serial
+from nasps.serial import run_serial
 from nasps.store import ResultsStore
 from tests.conftest import toy_config
 

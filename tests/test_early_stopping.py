@@ -15,7 +15,7 @@ from nasps.ledger import Ledger, Outcome, quantile
 from nasps.policies import build_policy
 from nasps.report import format_report, summarize
 from nasps.rundir import open_new_store
-from nasps.search import run_serial
+from nasps.serial import run_serial
 from nasps.spaces import Architecture, build_space
 from nasps.store import ResultsStore
 from tests.conftest import TOY_SPACE, query, toy_config

@@ -14,7 +14,7 @@ from nasps.ledger import Ledger, Member
 from nasps.policies import build_policy
 from nasps.rundir import open_for_resume, open_new_store
 from nasps.runtime.driver import run_search
-from nasps.search import run_serial
+from nasps.serial import run_serial
 from nasps.spaces import Architecture, Decision, build_space
 from nasps.store import ResultsStore
 from tests.conftest import TOY_SPACE, toy_config

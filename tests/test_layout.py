@@ -24,8 +24,19 @@ def test_only_the_runtime_package_imports_ray():
 
 
 def test_architectures_and_config_never_touch_torch():
-    for name in ["config.py", "spaces/base.py", "spaces/categorical.py", "store.py", "ledger.py"]:
-        assert "torch" not in imported_modules(PACKAGE / name), name
+    files = [PACKAGE / name for name in ["config.py", "store.py", "ledger.py", "api.py", "__init__.py"]]
+    for path in files + sorted((PACKAGE / "spaces").glob("*.py")):
+        assert "torch" not in imported_modules(path), path
+
+
+def test_importing_nasps_loads_neither_ray_nor_torch():
+    """Every Ray worker imports the package: one scoring children with a plain function stays small."""
+    import subprocess
+    import sys
+    probe = "import sys, nasps; nasps.Config; print(sorted({'ray', 'torch', 'matplotlib'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=PACKAGE.parent, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
 
 
 def test_readme_documents_every_config_key():

@@ -10,7 +10,7 @@ from PIL import Image
 
 from nasps.config import config_from_dict
 from nasps.plots import top_k_curve
-from nasps.search import run_serial
+from nasps.serial import run_serial
 from nasps.store import ChildRow, ResultsStore
 from tests.conftest import NASPS, ROOT, TOY_SPACE
 

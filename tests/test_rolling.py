@@ -19,7 +19,7 @@ from nasps.parameter_server import ParameterShard
 from nasps.policies import build_policy
 from nasps.rundir import open_for_resume
 from nasps.runtime.driver import run_search
-from nasps.search import adam_settings
+from nasps.serial import adam_settings
 from nasps.spaces import Architecture, build_space
 from nasps.store import ResultsStore
 from tests.conftest import NASPS, ROOT, TOY_SPACE, query, toy_config

@@ -10,7 +10,7 @@ from nasps.controller import Controller
 from nasps.parameter_server import AdamSettings, ParameterShard, join_params, shard_bounds, split_params
 from nasps.policies import build_policy
 from nasps.runtime.driver import run_search
-from nasps.search import run_serial
+from nasps.serial import run_serial
 from nasps.spaces import build_space
 from nasps.store import ResultsStore
 from tests.conftest import query, toy_config
@@ -76,7 +76,7 @@ def test_a_replica_pushes_only_after_the_rows_of_its_rewards_are_committed(ray_s
     from nasps.runtime.recorder import Recorder
     from nasps.runtime.replica import ControllerReplica
     from nasps.runtime.shard import ParameterServerShard
-    from nasps.search import adam_settings
+    from nasps.serial import adam_settings
 
     config = toy_config(evaluator={"type": "python", "target": "tests.toys:sleep_then_score"},
                         cluster={"parameter_servers": 2, "replicas": 1, "children_per_replica": 2,

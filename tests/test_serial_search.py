@@ -6,7 +6,7 @@ import statistics
 import pytest
 
 from nasps.policies import build_policy
-from nasps.search import run_serial
+from nasps.serial import run_serial
 from nasps.spaces import Architecture, build_space
 from nasps.store import ResultsStore
 from tests.conftest import toy_config

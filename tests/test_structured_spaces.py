@@ -158,7 +158,7 @@ def test_sampling_is_deterministic_for_a_seed():
 
 def test_report_shows_layers_and_cell_equations(tmp_path):
     from nasps.report import format_report, summarize
-    from nasps.search import run_serial
+    from nasps.serial import run_serial
     runs = {"conv": ({"type": "conv", "curriculum": {"start_depth": 3, "add_layers": 0}}, "conv_toy"),
             "rnn_cell": ({"type": "rnn_cell", "base": 2}, "cell_toy")}
     for name, (space_raw, toy) in runs.items():

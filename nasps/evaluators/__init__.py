@@ -31,6 +31,21 @@ def deadline_s(config) -> Optional[float]:
     return config.timeout_s + (0.0 if isinstance(config, PythonEvaluatorConfig) else TRAINER_GRACE_S)
 
 
+def check_runnable(config) -> None:
+    """What a search's evaluator needs beyond its config's own text, checked before Ray starts:
+    the function imports, the dataset is there."""
+    if isinstance(config, PythonEvaluatorConfig):
+        if config.function is None:
+            from nasps.evaluators.python import resolve_target
+            resolve_target(config.target)
+    elif isinstance(config, ImageClassificationEvaluatorConfig):
+        from nasps.data.images import check_available
+        check_available(config.dataset)
+    elif isinstance(config, LanguageModelEvaluatorConfig):
+        from nasps.data.text import check_available as check_text
+        check_text(config.dataset)
+
+
 def build_evaluator(config) -> Evaluator:
     if isinstance(config, PythonEvaluatorConfig):
         return PythonEvaluator(config)
@@ -46,4 +61,4 @@ def build_evaluator(config) -> Evaluator:
 
 __all__ = ["SCORED", "STATUSES", "ChildFailure", "ChildResult", "Curve", "Evaluator", "Report", "Score", "headline",
            "run_child",
-           "PythonEvaluator", "build_evaluator", "deadline_s"]
+           "PythonEvaluator", "build_evaluator", "check_runnable", "deadline_s"]

@@ -6,7 +6,9 @@ or a mapping with ``reward`` and optional ``metrics``. A function of two argumen
 with ``evaluator.early_stopping`` it answers True when the child should stop, and the function
 should then return the reward it has (it always answers False without early stopping).
 
-The target is imported the way Python would from the directory the search was started in (and
+From Python, ``nasps.search(config, evaluator=fn)`` gives the function itself (a lambda or one
+defined in a notebook included): Ray sends it to the workers, and ``target`` only names it.
+Otherwise the target is imported the way Python would from the directory the search was started in (and
 PYTHONPATH); on a cluster, ship the code with ``cluster.runtime_env`` (``working_dir`` or
 ``py_modules``).
 """
@@ -18,6 +20,7 @@ import inspect
 import logging
 import numbers
 import os
+import re
 import sys
 from typing import Any, Callable, Mapping, Optional
 
@@ -43,6 +46,9 @@ def resolve_target(target: str, key: str = "evaluator.target") -> Callable[[dict
         raise ConfigError(f"{key}: importing {module_name!r} raised "
                           f"{type(exc).__name__}: {exc}") from None
     fn = getattr(module, function_name, None)
+    if fn is None and module_name == "__main__":
+        raise ConfigError(f"{key}: {target} was a function of the Python session that started the search; "
+                          "give it again from Python: nasps.resume(run_dir, evaluator=fn)")
     if fn is None:
         raise ConfigError(f"{key}: module {module_name!r} has no attribute {function_name!r}")
     if not callable(fn):
@@ -52,7 +58,7 @@ def resolve_target(target: str, key: str = "evaluator.target") -> Callable[[dict
 
 class PythonEvaluator:
     def __init__(self, config: PythonEvaluatorConfig):
-        self.fn = resolve_target(config.target)
+        self.fn = config.function or resolve_target(config.target)
         self.takes_report = _takes_two_arguments(self.fn)
         self.early_stopping = config.early_stopping is not None
         if self.early_stopping and not self.takes_report:
@@ -65,6 +71,22 @@ class PythonEvaluator:
         if report is None or not self.early_stopping:
             report = _keep_going
         return score_from_return(self.fn(arch.as_dict(), report))
+
+
+def target_of(fn: Callable) -> str:
+    """The ``module:function`` target of a callable given from Python: where it can be imported
+    from, when it is a module's function; otherwise a label, ``__main__:NAME``, that a resume
+    without the callable recognises as one to give again."""
+    module = getattr(fn, "__module__", None)
+    name = getattr(fn, "__qualname__", None)
+    if module and name and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", f"{module}:{name}"):
+        try:
+            if resolve_target(f"{module}:{name}") is fn:
+                return f"{module}:{name}"
+        except ConfigError:
+            pass
+    label = re.sub(r"\W+", "_", name or type(fn).__name__).strip("_") or "function"
+    return f"__main__:{'_' + label if label[0].isdigit() else label}"
 
 
 def _keep_going(step: int, score: float) -> bool:

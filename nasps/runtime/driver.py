@@ -39,7 +39,7 @@ from nasps.runtime.capacity import check_fits
 from nasps.runtime.recorder import Recorder
 from nasps.runtime.replica import ControllerReplica, ReplicaStats
 from nasps.runtime.shard import ParameterServerShard
-from nasps.search import adam_settings
+from nasps.serial import adam_settings
 from nasps.spaces import build_space
 from nasps.store import STORE_NAME
 
