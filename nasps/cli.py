@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--address", metavar="ADDR",
                         help="join this Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)")
 
+    schema = sub.add_parser("schema", help="print the JSON Schema of a config file, for editors")
+    schema.add_argument("--final-training", action="store_true",
+                        help="the schema of a `nasps train` config instead of a search's")
+
     validate = sub.add_parser("validate", help="check a config without running it")
     validate.add_argument("config", metavar="FILE")
     validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
@@ -90,7 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=log_level(args.verbose, args.quiet), format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
     try:
-        commands = {"search": _search, "validate": _validate, "report": _report, "export": _export,
+        commands = {"search": _search, "validate": _validate, "schema": _schema, "report": _report, "export": _export,
                     "train": _train}
         return commands[args.command](args)
     except UserInputError as exc:
@@ -105,6 +109,12 @@ def _validate(args) -> int:
     config = load_config(args.config, args.overrides)
     _check_runnable(config, args.config)
     print(f"{args.config}: ok")
+    return 0
+
+
+def _schema(args) -> int:
+    from nasps.config import Config, FinalTrainingConfig, json_schema
+    print(json.dumps(json_schema(FinalTrainingConfig if args.final_training else Config), indent=2))
     return 0
 
 

@@ -780,6 +780,65 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]
     return rows
 
 
+def json_schema(root: type = Config) -> dict[str, Any]:
+    """The JSON Schema (2020-12) of a config file, from the same dataclasses the loader reads:
+    for editors that complete and check YAML (``nasps schema``). The loader stays the judge; the
+    schema says less (a section's own ``check``, such as unique decision names, is not in it)."""
+    defs: dict[str, Any] = {}
+    top = _object_schema(root, defs)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": f"nasps {'search' if root is Config else 'final training'} config", **top, "$defs": defs}
+
+
+_RANGE_KEYWORDS = {"min": "minimum", "max": "maximum", "above": "exclusiveMinimum", "below": "exclusiveMaximum",
+                   "min_items": "minItems"}
+
+
+def _schema_of(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
+    origin, args = get_origin(tp), get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if tp.__name__ not in defs:
+            defs[tp.__name__] = {}  # taken, while its fields are made
+            defs[tp.__name__] = _object_schema(tp, defs)
+        return {"$ref": f"#/$defs/{tp.__name__}"}
+    if origin in (Union, types.UnionType):
+        tagged = [a for a in args if dataclasses.is_dataclass(a) and "type" in get_type_hints(a)]
+        if tagged:  # picked by `type`: only the first, the loader's default, may leave it out
+            variants = [_schema_of(tagged[0], defs)]
+            variants += [{**_schema_of(a, defs), "required": ["type"]} for a in tagged[1:]]
+            return {"oneOf": variants + ([{"type": "null"}] if type(None) in args else [])}
+        return {"anyOf": [_schema_of(a, defs) for a in args]}
+    if origin is Literal:
+        return {"enum": list(args)}
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return {"type": "array", "items": _schema_of(args[0], defs)}
+        return {"type": "array", "prefixItems": [_schema_of(a, defs) for a in args],
+                "minItems": len(args), "maxItems": len(args)}
+    if origin is dict:
+        return {"type": "object"}
+    simple = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+    return {"type": simple[tp]} if tp in simple else {}
+
+
+def _object_schema(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    properties, required_keys = {}, []
+    for f in yaml_fields(cls):
+        prop = _schema_of(hints[f.name], defs)
+        prop.update({_RANGE_KEYWORDS[k]: v for k, v in f.metadata.items() if k in _RANGE_KEYWORDS})
+        prop["description"] = f.metadata.get("doc", "")
+        if f.metadata.get("required"):
+            required_keys.append(f.name)
+        elif f.default is not dataclasses.MISSING:
+            prop["default"] = config_to_dict(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            prop["default"] = config_to_dict(f.default_factory())
+        properties[f.name] = prop
+    return {"type": "object", "description": (cls.__doc__ or "").strip().split("\n")[0],
+            "properties": properties, "additionalProperties": False, "required": required_keys}
+
+
 # --------------------------------------------------------------------------- internals
 
 
