@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from nasps import __version__
 from nasps.config import load_config
-from nasps.errors import SearchFailed, Terminated, UserInputError
+from nasps.errors import ExportFailed, SearchFailed, Terminated, UserInputError
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", metavar="RUN_DIR")
     export.add_argument("--rank", type=int, default=1, help="1 = the best child (by reward), 2 = the next...")
     export.add_argument("--out", required=True, metavar="DIR", help="folder for architecture.json and model.py")
+    export.add_argument("--format", choices=["pytorch", "onnx"], default="pytorch",
+                        help="onnx: model.onnx as well, checked against PyTorch with onnxruntime")
+    export.add_argument("--weights", metavar="FILE",
+                        help="nasps train's weights.pt or weights.safetensors of this child, for model.onnx")
 
     train = sub.add_parser("train", help="the final training of a searched architecture, with a small grid")
     train.add_argument("--arch", required=True, metavar="RUN_DIR[:RANK]",
@@ -100,7 +104,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UserInputError as exc:
         print(f"nasps: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except SearchFailed as exc:
+    except (SearchFailed, ExportFailed) as exc:
         print(f"nasps: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
@@ -212,9 +216,15 @@ def _report(args) -> int:
 
 
 def _export(args) -> int:
-    from nasps.export import export
-    for path in export(args.run_dir, args.rank, args.out):
-        print(f"wrote {path}")
+    from nasps.export import ONNX_FILE, export
+    for path in export(args.run_dir, args.rank, args.out, onnx=args.format == "onnx", weights=args.weights):
+        if path.name != ONNX_FILE:
+            print(f"wrote {path}")
+        elif args.weights:
+            print(f"wrote {path} (the trained weights of {args.weights})")
+        else:
+            print(f"wrote {path} (initial weights, those of torch.manual_seed(0); build_model(): "
+                  "--weights FILE of nasps train puts trained ones in)")
     return 0
 
 

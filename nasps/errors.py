@@ -2,8 +2,9 @@
 
 Anything raised as a ``UserInputError`` is the user's to fix (a config key, a file, a value),
 so its message must name that key, file or value; it exits with status 2. A ``SearchFailed``
-is a search that cannot go on (its evaluator cannot start, its store cannot be written); it
-exits with status 1. Every other exception is a bug in nasps and keeps its traceback.
+is a search that cannot go on (its evaluator cannot start, its store cannot be written), and an
+``ExportFailed`` an exported file that would not compute what nasps's network does; both exit
+with status 1. Every other exception is a bug in nasps and keeps its traceback.
 """
 
 
@@ -17,6 +18,10 @@ class ConfigError(UserInputError):
 
 class SearchFailed(Exception):
     """A search that cannot go on; what was committed is kept and ``--resume`` continues it."""
+
+
+class ExportFailed(Exception):
+    """An exported graph whose outputs are not the PyTorch network's; it is not written."""
 
 
 class Terminated(KeyboardInterrupt):

@@ -1,4 +1,5 @@
-"""``nasps export``: a searched architecture as JSON and as a standalone PyTorch file.
+"""``nasps export``: a searched architecture as JSON and as a standalone PyTorch file (and, with
+``--format onnx``, as an ONNX graph: ``nasps.onnx_export``).
 
 The PyTorch file is nasps's own builder module (``nasps/children/conv.py`` or ``rnn.py``, which
 import nothing but torch) copied verbatim, followed by the architecture and a ``build_model()``.
@@ -27,7 +28,7 @@ from nasps.errors import UserInputError
 from nasps.spaces import describe
 from nasps.store import STORE_NAME, ChildRow, ResultsStore, ranked_children
 
-ARCH_FILE, MODEL_FILE = "architecture.json", "model.py"
+ARCH_FILE, MODEL_FILE, ONNX_FILE = "architecture.json", "model.py", "model.onnx"
 
 
 def ranked_child(run_dir: Path, rank: int) -> tuple[ChildRow, dict]:
@@ -151,29 +152,48 @@ def build_cell(input_size: int, hidden_size: int) -> TreeCell:
     return header + inspect.getsource(module) + tail
 
 
-def export(run_dir: str | Path, rank: int, out: str | Path) -> list[Path]:
-    """Write ``architecture.json`` (and ``model.py`` when the space builds a network) into ``out``.
-    Files already there are never overwritten."""
+def export(run_dir: str | Path, rank: int, out: str | Path, onnx: bool = False,
+           weights: Optional[str | Path] = None) -> list[Path]:
+    """Write ``architecture.json`` (and ``model.py`` when the space builds a network) into ``out``;
+    ``onnx``: ``model.onnx`` too, with the trained ``weights`` of nasps train where given
+    (``nasps.onnx_export``). Files already there are never overwritten."""
     run_dir, out = Path(run_dir), Path(out)
+    if weights is not None and not onnx:
+        raise UserInputError("--weights: only --format onnx puts weights in a file; model.py's build_model() "
+                             "loads them with load_state_dict")
+    if onnx:
+        from nasps.onnx_export import require_onnx
+        require_onnx()
     row, config_raw = ranked_child(run_dir, rank)
-    inputs = image_input(config_from_dict(config_raw).evaluator) if config_raw["space"]["type"] == "conv" else None
+    space = config_raw["space"]["type"]
+    inputs = image_input(config_from_dict(config_raw).evaluator) if space == "conv" else None
     source = standalone_source(row.arch, config_raw, inputs)
-    targets = {ARCH_FILE: json.dumps({"rank": rank, "child_id": row.id, "reward": row.reward,
-                                      "metrics": row.metrics, "space": config_raw["space"]["type"],
-                                      "architecture": row.arch, "summary": describe(row.arch),
-                                      "input": inputs},
-                                     indent=2, sort_keys=True) + "\n"}
+    targets: dict[str, str | bytes] = {
+        ARCH_FILE: json.dumps({"rank": rank, "child_id": row.id, "reward": row.reward,
+                               "metrics": row.metrics, "space": space,
+                               "architecture": row.arch, "summary": describe(row.arch),
+                               "input": inputs},
+                              indent=2, sort_keys=True) + "\n"}
     if source is not None:
         targets[MODEL_FILE] = source
-    taken = [name for name in targets if (out / name).exists()]
+    if onnx and source is None:
+        raise UserInputError(f"--format onnx: a {space} architecture has no network to export")
+    taken = [name for name in [*targets, *([ONNX_FILE] if onnx else [])] if (out / name).exists()]
     if taken:
         raise UserInputError(f"--out {out}: already holds {', '.join(taken)}; choose another folder")
+    if onnx:
+        from nasps.onnx_export import load_trained, onnx_graph
+        trained = load_trained(Path(weights), row.arch, f"rank {rank} of {run_dir}") if weights else None
+        targets[ONNX_FILE] = onnx_graph(source, space, trained)
     try:
         out.mkdir(parents=True, exist_ok=True)
         written = []
-        for name, text in targets.items():
+        for name, content in targets.items():
             tmp = out / (name + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
+            if isinstance(content, bytes):
+                tmp.write_bytes(content)
+            else:
+                tmp.write_text(content, encoding="utf-8")
             tmp.replace(out / name)
             written.append(out / name)
     except OSError as exc:
