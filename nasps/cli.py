@@ -111,9 +111,12 @@ def _validate(args) -> int:
 
 def _check_runnable(config, path: str) -> None:
     """Checks that need more than the config's own text: the evaluator must import, the
-    dataset must be there."""
+    dataset must be there, MLflow must be installed when the search logs to it."""
     from nasps.config import ImageClassificationEvaluatorConfig, LanguageModelEvaluatorConfig, PythonEvaluatorConfig
     try:
+        if config.logging.mlflow is not None:
+            from nasps.mlflow_log import require_mlflow
+            require_mlflow()
         if isinstance(config.evaluator, PythonEvaluatorConfig):
             from nasps.evaluators.python import resolve_target
             resolve_target(config.evaluator.target)
