@@ -12,16 +12,13 @@ search continues the curves where they stopped instead of drawing them again.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 import time
 from pathlib import Path
 from typing import Optional
 
-from nasps.evaluators import SCORED
-from nasps.store import STORE_NAME, ResultsStore
+from nasps.follow import StoreFollower, read_json, write_json
+from nasps.store import STORE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +26,15 @@ BOARD_DIR = "tb"
 POSITION = "position.json"
 
 
-class Board:
+class Board(StoreFollower):
     def __init__(self, log_dir: str | Path, store_path: str | Path):
         # tensorboard's own writer and protos, not torch.utils.tensorboard (seconds to import).
         from tensorboard.compat.proto import event_pb2, summary_pb2
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
         self._event, self._summary = event_pb2.Event, summary_pb2.Summary
         self.log_dir = Path(log_dir)
-        self.store = ResultsStore(store_path, readonly=True)
-        self.last_child, self.last_round = self._position()
-        self.best = self.store.best_reward(up_to=self.last_child)
-        self.updates = self.store.count_rounds(up_to=self.last_round)
+        super().__init__(store_path)
+        self.start_at(*self._position())
         self.writer = EventFileWriter(str(self.log_dir), flush_secs=3600)  # flushed by follow()
         # From now on these event files have a position: a driver killed before its first
         # follow() leaves one that says where its curves start.
@@ -47,75 +42,35 @@ class Board:
 
     def _position(self) -> tuple[int, int]:
         """(last child id, last round rowid) already written: where a resumed search left off."""
-        path = self.log_dir / POSITION
-        if path.is_file():
-            try:
-                position = json.loads(path.read_text())
-                return int(position["child"]), int(position["round"])
-            except (ValueError, KeyError, TypeError):
-                pass  # damaged: fall through
+        position = read_json(self.log_dir / POSITION)
+        try:
+            return int(position["child"]), int(position["round"])
+        except (KeyError, TypeError, ValueError):
+            pass  # none, or damaged: fall through
         if self.log_dir.is_dir() and any("tfevents" in p.name for p in self.log_dir.iterdir()):
             # Events without a position (written before it was kept): do not draw them twice.
             return self.store.last_child_id(), self.store.last_round_rowid()
         return 0, 0
 
-    def follow(self) -> int:
-        """Write the rows committed since the last call; how many children and updates that was."""
-        children = self.store.children_since(self.last_child)
-        rounds = self.store.rounds_since(self.last_round)
-        for row in children:
-            if not row.cached:  # a cached repeat is not new information
-                self._child(row)
-            self.last_child = row.id
-        for rowid, stats, staleness, pushed_at in rounds:
-            self._update(stats, staleness, pushed_at)
-            self.last_round = rowid
-        if children or rounds:
-            self.writer.flush()
-            self._save_position()
-        return len(children) + len(rounds)
-
-    def _child(self, row) -> None:
-        values = {}
-        if row.status in SCORED and row.reward is not None and math.isfinite(row.reward):
-            self.best = row.reward if self.best is None else max(self.best, row.reward)
-            values["child/reward"] = row.reward
-        if self.best is not None:
-            values["child/best_reward"] = self.best
-        if row.duration_s is not None:
-            values["child/wall_time_s"] = row.duration_s
-        if row.depth is not None:
-            values["child/depth"] = row.depth
-        self._write(values, row.id, row.finished_at)
-
-    def _update(self, stats, staleness: int, pushed_at: float) -> None:
-        self.updates += 1
-        values = {"controller/entropy": stats.entropy, "controller/staleness": staleness}
-        if stats.baseline is not None:
-            values["controller/baseline"] = stats.baseline
-        if stats.mean_reward is not None:
-            values["controller/mean_reward"] = stats.mean_reward
-        self._write(values, self.updates, pushed_at)
-
-    def _write(self, values: dict[str, float], step: int, walltime: Optional[float]) -> None:
+    def write(self, values: dict[str, float], step: int, walltime: Optional[float]) -> None:
         # One event for all of a step's scalars: a quarter of the events of one per scalar.
         summary = self._summary(value=[self._summary.Value(tag=tag, simple_value=float(v))
                                        for tag, v in values.items()])
         self.writer.add_event(self._event(summary=summary, step=step, wall_time=walltime or time.time()))
 
+    def commit(self) -> None:
+        self.writer.flush()
+        self._save_position()
+
     def _save_position(self) -> None:
-        path = self.log_dir / POSITION
-        partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps({"child": self.last_child, "round": self.last_round}))
-        os.replace(partial, path)
+        write_json(self.log_dir / POSITION, {"child": self.last_child, "round": self.last_round})
 
     def close(self) -> None:
         """Write what is left and close the files."""
         try:
-            self.follow()
+            super().close()
         finally:
             self.writer.close()
-            self.store.close()
 
 
 def board_dir(run_dir: str | Path, config) -> Optional[Path]:

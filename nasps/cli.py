@@ -123,8 +123,13 @@ def _schema(args) -> int:
 
 
 def _check_runnable(config, path: str) -> None:
+    """Checks that need more than the config's own text: the evaluator must import, the
+    dataset must be there, MLflow must be installed when the search logs to it."""
     from nasps.evaluators import check_runnable
     try:
+        if config.logging.mlflow is not None:
+            from nasps.mlflow_log import require_mlflow
+            require_mlflow()
         check_runnable(config.evaluator)
     except UserInputError as exc:
         raise UserInputError(f"{path}: {exc}") from None

@@ -554,10 +554,28 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MlflowConfig:
+    """Where a search is logged in MLflow (nasps.mlflow_log): one run, which a resume continues."""
+
+    tracking_uri: Union[str, None] = option(
+        None, "the tracking server (http://host:5000) or store (sqlite:///mlflow.db); null = MLflow's "
+              "default: MLFLOW_TRACKING_URI, else its local store")
+    experiment: str = option("nasps", "the MLflow experiment the run goes in (made when missing)")
+
+    def check(self, key: str) -> None:
+        if self.tracking_uri is not None and not self.tracking_uri.strip():
+            raise ConfigError(f"{key}.tracking_uri: must not be empty (null = MLflow's default)")
+        if not self.experiment.strip():
+            raise ConfigError(f"{key}.experiment: must not be empty")
+
+
+@dataclass(frozen=True, kw_only=True)
 class LoggingConfig:
     """What a search writes besides its results store."""
 
     tensorboard: bool = option(True, "write TensorBoard event files under RUN_DIR/tb")
+    mlflow: Union[MlflowConfig, None] = option(
+        None, "log the search to MLflow (pip install 'nasps[mlflow]'); null = off, {} = MLflow's defaults")
 
 
 _LOADING = contextvars.ContextVar("loading", default=False)

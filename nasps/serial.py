@@ -14,6 +14,7 @@ from nasps.config import Config
 from nasps.controller import Controller
 from nasps.evaluators import build_evaluator, run_child
 from nasps.ledger import Ledger, Progress, PushReport
+from nasps.mlflow_log import check_mlflow, open_mlflow
 from nasps.parameter_server import AdamSettings, ParameterShard
 from nasps.policies import build_policy
 from nasps.rundir import open_new_store
@@ -28,7 +29,14 @@ def adam_settings(config: Config) -> AdamSettings:
     return AdamSettings(learning_rate=lr, beta1=beta1, beta2=beta2)
 
 
+def open_views(run_dir: str | Path, config: Config) -> list:
+    """The views that follow the run's store and are on: TensorBoard, MLflow. Each has
+    ``follow()`` and ``close()``, and a failure in one costs that view only."""
+    return [view for view in (open_board(run_dir, config), open_mlflow(run_dir, config)) if view is not None]
+
+
 def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, ParameterShard]:
+    check_mlflow(config)
     space = build_space(config.space)
     policy = build_policy(config.strategy, space.decisions())
     evaluator = build_evaluator(config.evaluator)
@@ -36,7 +44,7 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
     ledger = Ledger(store, config.budget.children, config.budget.sample_cap,
                     max_consecutive_failures=config.budget.max_consecutive_failures,
                     recent=config.strategy.recent_children, early_stopping=config.evaluator.early_stopping)
-    board = open_board(run_dir, config)
+    views = open_views(run_dir, config)
     shard = ParameterShard(0, policy.initial_params(config.seed), adam_settings(config))
     controller = Controller(0, space, policy, config.strategy,
                             config.cluster.children_per_replica, config.seed)
@@ -63,10 +71,10 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
                 ledger.record_push(PushReport(0, seq, tuple(x.child_id for x in scored), receipt.staleness,
                                               (push,), controller.round_stats(seq, batch.entropies, scored,
                                                                               archs[0].depth)))
-            if board is not None:
-                board.follow()
+            for view in views:
+                view.follow()
         return ledger.progress, shard
     finally:
         ledger.close()
-        if board is not None:
-            board.close()
+        for view in views:
+            view.close()

@@ -54,9 +54,11 @@ DATASETS = {"digits": {"type": "digits"},
 # Valid configs that between them hold every section variant. Each key is tested in the first one
 # that has it; `random` adds the random strategy and `rnn_python` a recurrent space scored by Python.
 EARLY_STOPPING = {"grace_epochs": 2, "keep_quantile": 0.5, "min_children": 5}
+MLFLOW = {"tracking_uri": "http://127.0.0.1:5000", "experiment": "nasps"}  # validate sends nothing to it
 SEARCH_BASES = {
     "categorical": {"space": TOY_SPACE, "evaluator": PYTHON, **SEARCH},
-    "random": {"space": TOY_SPACE, "evaluator": PYTHON, **SEARCH, "strategy": {"type": "random"}},
+    "random": {"space": TOY_SPACE, "evaluator": PYTHON, **SEARCH, "strategy": {"type": "random"},
+               "logging": {"tensorboard": False, "mlflow": MLFLOW}},
     "evolution": {"space": TOY_SPACE, "evaluator": {**PYTHON, "early_stopping": EARLY_STOPPING}, **SEARCH,
                   "strategy": {"type": "evolution"}},
     "conv_digits": {"space": CONV_SPACE, "evaluator": {**IMAGES, "dataset": DATASETS["digits"]}, **SEARCH},
@@ -281,6 +283,8 @@ CHECKED = [
     ("categorical", {"space__decisions": [{"name": "a", "choices": [1]}, 5]}, "space.decisions[1]",
      ["must be a mapping"]),
     ("categorical", {"cluster__runtime_env": {1: "x"}}, "cluster.runtime_env", ["keys must be strings"]),
+    ("random", {"logging__mlflow__tracking_uri": " "}, "logging.mlflow.tracking_uri", ["must not be empty"]),
+    ("random", {"logging__mlflow__experiment": ""}, "logging.mlflow.experiment", ["must not be empty"]),
 ]
 
 

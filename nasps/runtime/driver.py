@@ -27,11 +27,11 @@ import torch
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from nasps.board import open_board
 from nasps.checkpoint import CheckpointClock, check_resumable, load_checkpoint, resume_seq, save_checkpoint
 from nasps.config import Config
 from nasps.errors import SearchFailed, Terminated, UserInputError
 from nasps.ledger import Progress
+from nasps.mlflow_log import check_mlflow
 from nasps.parameter_server import ParameterShard, join_params, shard_bounds, split_params
 from nasps.policies import build_policy
 from nasps.rundir import open_new_store
@@ -39,7 +39,7 @@ from nasps.runtime.capacity import check_fits
 from nasps.runtime.recorder import Recorder
 from nasps.runtime.replica import ControllerReplica, ReplicaStats
 from nasps.runtime.shard import ParameterServerShard
-from nasps.serial import adam_settings
+from nasps.serial import adam_settings, open_views
 from nasps.spaces import build_space
 from nasps.store import STORE_NAME
 
@@ -101,6 +101,7 @@ def run_search(config: Config, run_dir: str | Path, *, address: Optional[str] = 
     Ctrl-C and SIGTERM stop it with everything finished kept and a checkpoint saved, then
     raise ``KeyboardInterrupt`` (``Terminated`` for SIGTERM)."""
     run_dir = Path(run_dir)
+    check_mlflow(config)
     checkpoint = load_checkpoint(run_dir) if resume else None
     if resume:
         check_resumable(config, checkpoint)
@@ -133,8 +134,8 @@ class _Search:
         self.cluster = config.cluster
         self.started = time.time()
         self.here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        # TensorBoard follows the store from the driver, off the recorder that every replica waits on.
-        self.board = open_board(run_dir, config)
+        # TensorBoard and MLflow follow the store from the driver, off the recorder that every replica waits on.
+        self.views = open_views(run_dir, config)
         self.controllers: dict[int, dict] = dict(checkpoint["replicas"]) if checkpoint else {}
         self.generations = {k: 0 for k in range(self.cluster.replicas)}
         self.restarts = 0
@@ -170,8 +171,8 @@ class _Search:
         return self._summary(ready_at)
 
     def close(self) -> None:
-        if self.board is not None:
-            self.board.close()
+        for view in self.views:
+            view.close()
 
     # ------------------------------------------------------------------ starting
 
@@ -273,8 +274,8 @@ class _Search:
             progress = self._progress()
             if on_progress is not None:
                 on_progress(progress)
-            if self.board is not None:
-                self.board.follow()
+            for view in self.views:
+                view.follow()
             if progress.stop_reason in STOPPED:
                 log.warning("stopping: %s", progress.last_error)
                 self._stop()
