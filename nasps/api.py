@@ -39,7 +39,7 @@ def search(config: ConfigLike, *, run_dir: Union[str, Path, None] = None, evalua
     ``run_dir`` defaults to ``runs/<time>``. Ctrl-C stops it with what finished kept, as in a
     terminal, and ``nasps.resume(run_dir)`` continues it."""
     config = resolve_config(config, evaluator)
-    check_runnable(config.evaluator)
+    _check_runnable(config)
     run_dir = prepare_run_dir(run_dir or default_run_dir())
     _run(config, run_dir, address, progress, resume=False)
     return Run(run_dir)
@@ -54,7 +54,7 @@ def resume(run_dir: Union[str, Path], *, evaluator: Optional[Callable] = None, a
     settings = [f"{key}={json.dumps(value)}" for key, value in _dotted(overrides)]
 
     def check(config: Config) -> None:
-        check_runnable(_with_function(config, evaluator).evaluator)
+        _check_runnable(_with_function(config, evaluator))
         trained, in_flight = trained_and_in_flight(run_dir)
         if trained >= config.budget.children and not in_flight:
             raise _BudgetMet(f"{run_dir} has trained {trained} children and budget.children is "
@@ -97,6 +97,13 @@ def resolve_config(config: ConfigLike, evaluator: Optional[Callable] = None) -> 
         raw["evaluator"] = {**section, "target": target_of(evaluator)}
         function = evaluator
     return _with_function(config_from_dict(raw), function)
+
+
+def _check_runnable(config: Config) -> None:
+    if config.logging.mlflow is not None:
+        from nasps.mlflow_log import require_mlflow
+        require_mlflow()
+    check_runnable(config.evaluator)
 
 
 def _with_function(config: Config, function: Optional[Callable]) -> Config:

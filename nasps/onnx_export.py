@@ -22,12 +22,11 @@ from typing import Optional
 import torch
 from torch import nn
 
-from nasps.errors import ExportFailed, UserInputError
+from nasps.errors import ExportFailed, MissingExtra, UserInputError
 from nasps.export import MODEL_FILE, ONNX_FILE
 
 log = logging.getLogger(__name__)
 
-MISSING_EXTRA = "--format onnx needs the onnx extra: pip install 'nasps[onnx]'"
 TOLERANCE = 1e-4  # of the largest output magnitude (plus 1): float32 kernels differ in rounding only
 TRACE_BATCH, CHECK_BATCH = 2, 3  # the check runs another batch size than the trace: the axis is dynamic
 OUTPUTS = {"conv": ["logits"], "rnn_cell": ["logits", "next_h", "next_c"]}
@@ -37,13 +36,13 @@ def require_onnx() -> None:
     """The one-line error where the extra is missing (torch.onnx's exporter needs onnxscript,
     and torch 2.6 or later: the extra's own torch)."""
     if torch.__version__ < "2.6":
-        raise UserInputError(MISSING_EXTRA)
+        raise MissingExtra("--format onnx", "onnx")
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
-        raise UserInputError(MISSING_EXTRA) from None
+        raise MissingExtra("--format onnx", "onnx") from None
 
 
 class LanguageModelStep(nn.Module):

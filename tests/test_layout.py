@@ -16,11 +16,27 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
+def imported_names(path: Path) -> set[str]:
+    """Every module a file imports, by its full dotted name."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
 def test_only_the_runtime_package_imports_ray():
+    """And nasps.tune, the Ray Tune searcher, which imports Ray Tune alone; no other module
+    imports it, so `import nasps` and the search without Ray never load Ray."""
+    tune = PACKAGE / "tune.py"
     offenders = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
-                 if "ray" in imported_modules(p) and p.parent.name != "runtime"]
+                 if "ray" in imported_modules(p) and p.parent.name != "runtime" and p != tune]
     assert offenders == []
     assert "ray" in imported_modules(PACKAGE / "runtime" / "driver.py")
+    assert {n for n in imported_names(tune) if n.split(".")[0] == "ray"} == {"ray.tune.search"}
+    assert [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "nasps.tune" in imported_names(p)] == []
 
 
 def test_architectures_and_config_never_touch_torch():
