@@ -21,8 +21,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nasps.config import config_from_dict  # noqa: E402
+from nasps.method.reinforce import policy_gradient  # noqa: E402
 from nasps.policies import build_policy  # noqa: E402
-from nasps.reinforce import policy_gradient  # noqa: E402
 from nasps.spaces import build_space  # noqa: E402
 
 M = 8

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.default_search import DEFAULT, run_search  # noqa: E402
-from nasps.report import load_run  # noqa: E402
-from nasps.store import ranked_children  # noqa: E402
+from nasps.state.store import ranked_children  # noqa: E402
+from nasps.views.report import load_run  # noqa: E402
 
 
 def measure(config: dict, run_dir: Path, overrides: list[str]) -> dict[str, float]:

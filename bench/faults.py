@@ -168,7 +168,7 @@ def audit(run_dir: Path, run: Optional[FaultRun] = None) -> dict:
         restores = db.execute("SELECT shard, epoch, version, cause FROM restores ORDER BY shard, epoch").fetchall()
     finally:
         db.close()
-    from nasps.store import ResultsStore
+    from nasps.state.store import ResultsStore
     store = ResultsStore(run_dir / "results.sqlite", readonly=True)
     try:
         lost_updates = store.lost_updates()

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from nasps.config import config_from_dict  # noqa: E402
-from nasps.store import ResultsStore  # noqa: E402
+from nasps.state.store import ResultsStore  # noqa: E402
 
 EQUAL = [(2, 2), (4, 4), (8, 8)]  # (K replicas, m children each): 4, 16, 64 in flight
 MIXED = [(2, 8), (8, 8)]

@@ -22,8 +22,8 @@ from typing import Any, Callable, Mapping, Optional, Union
 from nasps.config import Config, PythonEvaluatorConfig, config_from_dict, config_to_dict, load_config
 from nasps.errors import MissingExtra, SearchFailed, UserInputError
 from nasps.evaluators import check_runnable
-from nasps.rundir import default_run_dir, open_for_resume, prepare_run_dir, trained_and_in_flight
-from nasps.store import STORE_NAME, ChildRow, ResultsStore, ranked_children
+from nasps.state.rundir import default_run_dir, open_for_resume, prepare_run_dir, trained_and_in_flight
+from nasps.state.store import STORE_NAME, ChildRow, ResultsStore, ranked_children
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def resolve_config(config: ConfigLike, evaluator: Optional[Callable] = None) -> 
 
 def _check_runnable(config: Config) -> None:
     if config.logging.mlflow is not None:
-        from nasps.mlflow_log import require_mlflow
+        from nasps.views.mlflow_log import require_mlflow
         require_mlflow()
     check_runnable(config.evaluator)
 
@@ -177,7 +177,7 @@ class Run:
 
     def children(self) -> list[Child]:
         """Every child in the order they finished, cached repeats included."""
-        from nasps.report import load_run
+        from nasps.views.report import load_run
         return load_run(self.run_dir).rows
 
     def best(self, k: int = 1) -> list[Child]:
@@ -186,8 +186,8 @@ class Run:
 
     @property
     def summary(self):
-        """What ``nasps report`` prints, as data (a ``nasps.report.RunReport``)."""
-        from nasps.report import summarize
+        """What ``nasps report`` prints, as data (a ``nasps.views.report.RunReport``)."""
+        from nasps.views.report import summarize
         return summarize(self.run_dir)
 
     def to_pandas(self):
@@ -208,13 +208,13 @@ class Run:
     def figures(self, compare: tuple["Run", ...] = (), top: int = 3) -> dict:
         """The report's plots by name (``rewards``, ``control``, ..., ``architecture_1``) as
         ``matplotlib.figure.Figure`` objects; the process's matplotlib backend stays as it was."""
-        from nasps.plots import figures
-        from nasps.report import load_run, plot_data
+        from nasps.views.plots import figures
+        from nasps.views.report import load_run, plot_data
         data = plot_data([load_run(run.run_dir) for run in (self, *compare)])
         return figures(data[0], data[1:], top=top)
 
     def export(self, rank: int = 1, out: Union[str, Path, None] = None) -> list[Path]:
         """``nasps export``: the child at ``rank`` as architecture.json and a standalone
         model.py in ``out`` (default RUN_DIR/export-rank<RANK>); returns the files written."""
-        from nasps.export import export
+        from nasps.views.export import export
         return export(self.run_dir, rank, out if out is not None else self.run_dir / f"export-rank{rank}")

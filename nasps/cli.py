@@ -128,7 +128,7 @@ def _check_runnable(config, path: str) -> None:
     from nasps.evaluators import check_runnable
     try:
         if config.logging.mlflow is not None:
-            from nasps.mlflow_log import require_mlflow
+            from nasps.views.mlflow_log import require_mlflow
             require_mlflow()
         check_runnable(config.evaluator)
     except UserInputError as exc:
@@ -140,7 +140,7 @@ class _NothingToDo(Exception):
 
 
 def _check_resume(config, run_dir: str) -> None:
-    from nasps.rundir import trained_and_in_flight
+    from nasps.state.rundir import trained_and_in_flight
     _check_runnable(config, run_dir)
     trained, in_flight = trained_and_in_flight(run_dir)
     if trained >= config.budget.children and not in_flight:
@@ -149,8 +149,8 @@ def _check_resume(config, run_dir: str) -> None:
 
 
 def _search(args) -> int:
-    from nasps.report import format_report, summarize
-    from nasps.rundir import default_run_dir, open_for_resume, prepare_run_dir
+    from nasps.state.rundir import default_run_dir, open_for_resume, prepare_run_dir
+    from nasps.views.report import format_report, summarize
 
     if (args.config is None) == (args.resume is None):
         raise UserInputError("search: give --config FILE for a new search, or --resume RUN_DIR to continue one")
@@ -196,7 +196,14 @@ def _search(args) -> int:
 
 
 def _report(args) -> int:
-    from nasps.report import format_comparison, format_report, load_run, report_json, summarize, write_report_plots
+    from nasps.views.report import (
+        format_comparison,
+        format_report,
+        load_run,
+        report_json,
+        summarize,
+        write_report_plots,
+    )
     if args.top < 0:
         raise UserInputError(f"--top {args.top}: must be 0 or more")
     run = load_run(args.run_dir)
@@ -221,7 +228,7 @@ def _report(args) -> int:
 
 
 def _export(args) -> int:
-    from nasps.export import ONNX_FILE, export
+    from nasps.views.export import ONNX_FILE, export
     for path in export(args.run_dir, args.rank, args.out, onnx=args.format == "onnx", weights=args.weights):
         if path.name != ONNX_FILE:
             print(f"wrote {path}")
@@ -235,7 +242,7 @@ def _export(args) -> int:
 
 def _train(args) -> int:
     from nasps.config import FinalTrainingConfig
-    from nasps.final import check_out_dir, default_out, prepare, save
+    from nasps.training.final import check_out_dir, default_out, prepare, save
     training = load_config(args.config, args.overrides, root=FinalTrainingConfig)
     job = prepare(args.arch, training)
     out = check_out_dir(Path(args.out) if args.out else default_out(job))

@@ -20,7 +20,19 @@ import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Literal,
+    Mapping,
+    Optional,
+    Sequence,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import yaml
 
@@ -233,7 +245,7 @@ class LSTMPolicyConfig:
 class ScreeningConfig:
     """A reward predictor fitted on the children trained so far screens the controller's
     samples: of ``candidates`` samples, the one it ranks best among those not trained yet is
-    trained (nasps.predictor)."""
+    trained (nasps.method.predictor)."""
 
     candidates: int = option(8, "architectures the policy samples for each child trained; the reward "
                                 "predictor's favourite among those not trained yet is trained (1 = off: "
@@ -403,6 +415,9 @@ class ImageClassificationEvaluatorConfig:
     """Trains each conv child on an image dataset with SGD and scores it on the validation split.
     Defaults are the paper's CIFAR-10 settings."""
 
+    TRAINS: ClassVar[str] = "conv"  # the space whose networks it trains (and nasps train trains)
+    SETTINGS: ClassVar[tuple[str, ...]] = TRAINER_HYPERPARAMETERS  # what space.hyperparameters may choose
+
     type: Literal["image_classification"] = option("image_classification", "evaluator type")
     dataset: ImageDatasetConfig = field(default_factory=DigitsDatasetConfig,
                                         metadata={"doc": "the images children learn"})
@@ -468,6 +483,9 @@ class LanguageModelEvaluatorConfig:
     """Trains each rnn_cell child as a 2-layer language model and scores it by validation
     perplexity: reward c / ppl^2 (the paper's, c = 80)."""
 
+    TRAINS: ClassVar[str] = "rnn_cell"
+    SETTINGS: ClassVar[tuple[str, ...]] = LM_HYPERPARAMETERS
+
     type: Literal["language_model"] = option("language_model", "evaluator type")
     dataset: TextDatasetUnion = required("the text children model")
     epochs: int = option(35, "training epochs of each child (the paper's 35)", min=1)
@@ -492,6 +510,11 @@ class LanguageModelEvaluatorConfig:
 
 # A tagged union: a section without a `type` key is the first of these.
 EvaluatorConfig = Union[PythonEvaluatorConfig, ImageClassificationEvaluatorConfig, LanguageModelEvaluatorConfig]
+
+
+def trainer_of(space_type: str) -> Optional[type]:
+    """The evaluator config type that trains the networks of ``space_type`` (None: no network)."""
+    return next((t for t in get_args(EvaluatorConfig) if getattr(t, "TRAINS", None) == space_type), None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -555,7 +578,7 @@ class CheckpointConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class MlflowConfig:
-    """Where a search is logged in MLflow (nasps.mlflow_log): one run, which a resume continues."""
+    """Where a search is logged in MLflow (nasps.views.mlflow_log): one run, which a resume continues."""
 
     tracking_uri: Union[str, None] = option(
         None, "the tracking server (http://host:5000) or store (sqlite:///mlflow.db); null = MLflow's "
@@ -608,13 +631,11 @@ class Config(_CheckedWhenBuilt):
     seed: int = option(0, "seed of every random choice nasps makes", min=0)
 
     def check(self, key: str) -> None:
-        trainers = {ImageClassificationEvaluatorConfig: (ConvSpaceConfig, TRAINER_HYPERPARAMETERS),
-                    LanguageModelEvaluatorConfig: (RnnCellSpaceConfig, LM_HYPERPARAMETERS)}
-        if type(self.evaluator) not in trainers:
+        wanted = getattr(self.evaluator, "TRAINS", None)
+        if wanted is None:  # a python evaluator scores any space
             return
-        space_type, settings = trainers[type(self.evaluator)]
-        wanted = get_args(get_type_hints(space_type)["type"])[0]
-        if not isinstance(self.space, space_type):
+        settings = self.evaluator.SETTINGS
+        if self.space.type != wanted:
             raise ConfigError(f"evaluator.type: {self.evaluator.type} trains {wanted} networks; "
                               f"space.type is {self.space.type}, not {wanted}")
         fields = {f.name: f for f in dataclasses.fields(type(self.evaluator))}

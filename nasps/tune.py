@@ -2,7 +2,7 @@
 scheduler (ASHA, HyperBand, ...), and ``NaspsSearcher`` proposes each trial's architecture and
 learns from the trials' results.
 
-The pieces are the reference loop's (``nasps/serial.py``): a ``Controller`` samples m
+The pieces are the reference loop's (``nasps/method/serial.py``): a ``Controller`` samples m
 architectures at a time from a ``ParameterShard``'s parameters; every m results become one
 REINFORCE update (its ``feedback`` and ``gradient``) that the shard applies with Adam. Tune
 calls a searcher from one thread, so the shard is a plain object here, not an actor, and this
@@ -42,14 +42,14 @@ from nasps.config import (
     option,
     required,
 )
-from nasps.controller import Controller
 from nasps.errors import ConfigError, UserInputError
 from nasps.evaluators import SCORED
-from nasps.ledger import Member, Outcome
-from nasps.parameter_server import ParameterShard
+from nasps.method.controller import Controller
+from nasps.method.parameter_server import ParameterShard
+from nasps.method.serial import adam_settings
 from nasps.policies import build_policy
-from nasps.serial import adam_settings
 from nasps.spaces import Architecture, build_space
+from nasps.state.ledger import Member, Outcome
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ def query(run_dir: Path, sql: str) -> list[tuple]:
 
 def random_search(tmp_path, space, evaluator, children=3) -> Path:
     """A small random search with the reference loop, into ``tmp_path / "run"``."""
-    from nasps.serial import run_serial
+    from nasps.method.serial import run_serial
     config = config_from_dict({"space": space, "evaluator": evaluator, "strategy": {"type": "random"},
                                "budget": {"children": children}})
     run_serial(config, tmp_path / "run")

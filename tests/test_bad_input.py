@@ -323,7 +323,7 @@ def write(tmp_path: Path, raw: Any, data: Path, name: str = "bad.yaml") -> Path:
 
 
 def _search_run(tmp: Path, name: str, space: dict, target: str, children: int = 4) -> Path:
-    from nasps.serial import run_serial
+    from nasps.method.serial import run_serial
     config = config_from_dict({"space": space, "evaluator": {"type": "python", "target": target},
                                "strategy": {"type": "random"}, "cluster": {"cpus_per_child": 0},
                                "budget": {"children": children, "max_samples": 100 * children},
@@ -400,7 +400,7 @@ def test_every_search_base_is_valid(capsys, tmp_path, data, name):
 
 @pytest.mark.parametrize("name", list(TRAIN_BASES))
 def test_every_train_base_is_valid(tmp_path, data, runs, name):
-    from nasps.final import prepare
+    from nasps.training.final import prepare
     run, raw = TRAIN_BASES[name]
     training = load_config(write(tmp_path, raw, data), root=FinalTrainingConfig)
     assert prepare(str(runs[run]), training).trials

@@ -7,11 +7,11 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nasps.report import summarize
-from nasps.rundir import open_for_resume
+from nasps.method.serial import run_serial
 from nasps.runtime.driver import run_search
-from nasps.serial import run_serial
-from nasps.store import ResultsStore
+from nasps.state.rundir import open_for_resume
+from nasps.state.store import ResultsStore
+from nasps.views.report import summarize
 from tests.conftest import toy_config
 
 

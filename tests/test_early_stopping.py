@@ -7,17 +7,17 @@ import pytest
 import torch
 
 from nasps.config import config_from_dict
-from nasps.controller import Controller
 from nasps.evaluators import ChildResult, build_evaluator, run_child
 from nasps.evaluators.image import reward_of
 from nasps.evaluators.python import _takes_two_arguments
-from nasps.ledger import Ledger, Outcome, quantile
+from nasps.method.controller import Controller
+from nasps.method.serial import run_serial
 from nasps.policies import build_policy
-from nasps.report import format_report, summarize
-from nasps.rundir import open_new_store
-from nasps.serial import run_serial
 from nasps.spaces import Architecture, build_space
-from nasps.store import ResultsStore
+from nasps.state.ledger import Ledger, Outcome, quantile
+from nasps.state.rundir import open_new_store
+from nasps.state.store import ResultsStore
+from nasps.views.report import format_report, summarize
 from tests.conftest import TOY_SPACE, query, toy_config
 from tests.toys import TARGET
 

@@ -7,16 +7,16 @@ import pytest
 import torch
 
 from nasps.config import ConfigError, config_from_dict
-from nasps.controller import Controller
 from nasps.evaluators import ChildResult
-from nasps.evolution import AgingEvolution
-from nasps.ledger import Ledger, Member
+from nasps.method.controller import Controller
+from nasps.method.evolution import AgingEvolution
+from nasps.method.serial import run_serial
 from nasps.policies import build_policy
-from nasps.rundir import open_for_resume, open_new_store
 from nasps.runtime.driver import run_search
-from nasps.serial import run_serial
 from nasps.spaces import Architecture, Decision, build_space
-from nasps.store import ResultsStore
+from nasps.state.ledger import Ledger, Member
+from nasps.state.rundir import open_for_resume, open_new_store
+from nasps.state.store import ResultsStore
 from tests.conftest import TOY_SPACE, toy_config
 
 EVOLUTION = {"type": "evolution", "population": 5, "sample_size": 2}

@@ -91,7 +91,7 @@ def test_export_never_overwrites_and_bad_ranks_are_one_line(tmp_path):
 
 
 def test_report_json_has_the_stores_numbers(tmp_path):
-    from nasps.store import ResultsStore
+    from nasps.state.store import ResultsStore
     run = random_search(tmp_path, {"type": "rnn_cell", "base": 2}, {"type": "python", "target": "tests.toys:cell_toy"},
                  children=8)
     done = subprocess.run(NASPS + ["report", str(run), "--top", "3", "--format", "json"],

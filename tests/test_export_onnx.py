@@ -12,8 +12,8 @@ from nasps.config import DigitsDatasetConfig, FinalTrainingConfig, PtbDatasetCon
 from nasps.data.images import _test_split
 from nasps.data.text import batchify, load_text_splits
 from nasps.errors import ExportFailed
-from nasps.final import check_out_dir, prepare, save, train_trial
-from nasps.onnx_export import check_graph
+from nasps.training.final import check_out_dir, prepare, save, train_trial
+from nasps.views.onnx_export import check_graph
 from tests.conftest import random_search
 from tests.test_export import load_module
 from tests.test_final_training import ptb_folder

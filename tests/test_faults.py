@@ -13,7 +13,7 @@ import torch
 
 from bench.faults import BENCH_CONFIG, audit, run_with_faults
 from nasps.runtime.driver import run_search
-from nasps.store import ResultsStore
+from nasps.state.store import ResultsStore
 from tests.conftest import NASPS, ROOT, toy_config
 
 # The first driver kill comes before any checkpoint: the resumed driver writes the version-0

@@ -21,9 +21,9 @@ from nasps.config import (
 from nasps.data.images import _test_split, load_image_splits
 from nasps.data.text import load_text_splits
 from nasps.errors import ConfigError, UserInputError
-from nasps.export import export
 from nasps.training.image import accuracy
 from nasps.training.language import perplexity
+from nasps.views.export import export
 from tests.conftest import NASPS, ROOT, random_search
 from tests.test_export import load_module
 
@@ -178,7 +178,7 @@ def png_classes(folder, count, seed):
 
 
 def test_an_image_folder_test_root_is_read_by_final_training_only(tmp_path):
-    from nasps.final import prepare, train_trial
+    from nasps.training.final import prepare, train_trial
     png_classes(tmp_path / "train", 12, 0)
     png_classes(tmp_path / "test", 5, 1)
     dataset = {"type": "image_folder", "root": str(tmp_path / "train"), "image_size": 8,

@@ -5,10 +5,10 @@ import sqlite3
 import pytest
 
 from nasps.evaluators import ChildResult
-from nasps.ledger import Ledger
-from nasps.rundir import open_new_store
 from nasps.spaces import Architecture
-from nasps.store import ResultsStore
+from nasps.state.ledger import Ledger
+from nasps.state.rundir import open_new_store
+from nasps.state.store import ResultsStore
 from tests.conftest import toy_config
 
 
@@ -149,8 +149,8 @@ def test_a_second_result_of_a_child_keeps_the_first(ledger):
 
 
 def test_an_update_reported_twice_is_counted_once(ledger):
-    from nasps.ledger import PushReport
-    from nasps.store import PushRow, RoundStats
+    from nasps.state.ledger import PushReport
+    from nasps.state.store import PushRow, RoundStats
     ledger.admit([arch(0)], replica=0)
     child = ledger.record(arch(0), ok(0.3), 0, 0)
     report = PushReport(0, 1, (child.id,), 0, (PushRow(0, 1, 0, 0, 1, 0, True),),
@@ -188,7 +188,7 @@ def test_store_meta_keeps_the_config_and_version(tmp_path):
 
 def test_the_store_keeps_its_schema_version_and_reads_an_older_store_by_column_name(tmp_path):
     from nasps.errors import UserInputError
-    from nasps.store import SCHEMA_VERSION
+    from nasps.state.store import SCHEMA_VERSION
     path = tmp_path / "run" / "results.sqlite"
     store = open_new_store(tmp_path / "run", toy_config())
     a = arch(0)

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from nasps.config import config_from_dict
+from nasps.method.serial import run_serial
 from nasps.policies import LSTMPolicy, build_policy
-from nasps.serial import run_serial
 from nasps.spaces import build_space
-from nasps.store import ResultsStore
+from nasps.state.store import ResultsStore
 from tests.conftest import ROOT, toy_config
 from tests.test_serial_search import best_probability
 
@@ -144,7 +144,7 @@ def test_default_learning_rates():
     """The LSTM's default is 0.01 on every space, not the paper's 6e-4 (5e-4 on rnn_cell),
     which configs/cifar10.yaml and configs/ptb.yaml set."""
     from nasps.config import load_config
-    from nasps.serial import adam_settings
+    from nasps.method.serial import adam_settings
     rates = {}
     for space in ({"type": "conv"}, {"type": "rnn_cell"}):
         for policy in ("lstm", "factorized"):

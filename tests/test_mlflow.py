@@ -16,10 +16,10 @@ import yaml
 
 from nasps.config import config_to_dict
 from nasps.errors import ConfigError
-from nasps.mlflow_log import RUN_FILE
-from nasps.rundir import open_for_resume
-from nasps.serial import run_serial
-from nasps.store import ResultsStore
+from nasps.method.serial import run_serial
+from nasps.state.rundir import open_for_resume
+from nasps.state.store import ResultsStore
+from nasps.views.mlflow_log import RUN_FILE
 from tests.conftest import toy_config
 from tests.ray_nodes import free_port
 
@@ -126,7 +126,7 @@ def test_a_tracking_server_that_is_down_costs_only_mlflow(tmp_path, monkeypatch,
     config = toy_config(budget={"children": 6},
                         logging={"tensorboard": False, "mlflow": {"tracking_uri": f"http://127.0.0.1:{free_port()}"}})
     started = time.time()
-    with caplog.at_level(logging.WARNING, logger="nasps.mlflow_log"):
+    with caplog.at_level(logging.WARNING, logger="nasps.views.mlflow_log"):
         progress, _ = run_serial(config, tmp_path / "run")
     assert progress.trained == 6 and time.time() - started < 30
     assert any("MLflow: stopped logging" in m and "the search goes on" in m for m in caplog.messages)

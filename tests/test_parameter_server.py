@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nasps.parameter_server import AdamSettings, ParameterShard, join_params, shard_bounds, split_params
+from nasps.method.parameter_server import AdamSettings, ParameterShard, join_params, shard_bounds, split_params
 
 
 def test_shard_adam_equals_torch_adam():
@@ -71,7 +71,7 @@ def test_state_dict_round_trip():
 
 
 def test_slices_cross_the_wire_as_bytes_unchanged():
-    from nasps.parameter_server import from_wire, to_wire
+    from nasps.method.parameter_server import from_wire, to_wire
     values = torch.randn(37)
     assert torch.equal(from_wire(to_wire(values)), values)
     assert from_wire(to_wire(torch.zeros(0))).shape == (0,)  # a shard with an empty slice

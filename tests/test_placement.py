@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nasps.store import ResultsStore
+from nasps.state.store import ResultsStore
 from tests.conftest import NASPS, ROOT, TOY_SPACE
 from tests.ray_nodes import free_port, start_node, stop_node, wait_for
 

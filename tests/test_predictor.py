@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from nasps.config import config_from_dict
-from nasps.controller import Controller
-from nasps.ledger import Member
+from nasps.method.controller import Controller
+from nasps.method.predictor import RewardPredictor, kernel, screen
 from nasps.policies import build_policy
-from nasps.predictor import RewardPredictor, kernel, screen
 from nasps.spaces import build_space
+from nasps.state.ledger import Member
 from tests.conftest import TOY_SPACE
 
 
@@ -117,7 +117,7 @@ def test_replicas_on_ray_screen_with_every_replicas_children(ray_session, tmp_pa
     timing: a replica may not know yet of the other's latest children, and both favour the
     same ones. Its own it passes over: see above.)"""
     from nasps.runtime.driver import run_search
-    from nasps.store import ResultsStore
+    from nasps.state.store import ResultsStore
     from tests.conftest import toy_config
 
     config = toy_config(strategy={"type": "reinforce", "learning_rate": 1e-6,

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
+from nasps.method.reinforce import advantages, policy_gradient, reinforce_loss, update_baseline
 from nasps.policies import FactorizedPolicy, UniformPolicy
-from nasps.reinforce import advantages, policy_gradient, reinforce_loss, update_baseline
 from nasps.spaces import Decision
 
 

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from nasps.config import config_from_dict
-from nasps.plots import top_k_curve
-from nasps.serial import run_serial
-from nasps.store import ChildRow, ResultsStore
+from nasps.method.serial import run_serial
+from nasps.state.store import ChildRow, ResultsStore
+from nasps.views.plots import top_k_curve
 from tests.conftest import NASPS, ROOT, TOY_SPACE
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -123,8 +123,8 @@ def test_the_metric_people_read_is_beside_the_reward(tmp_path):
     """Validation accuracy (or perplexity) next to the reward: in the search's progress, the
     report's top table, and as the plots' second axis, read off the reward's own formula."""
     from nasps.evaluators import headline
-    from nasps.plots import metric_scale
-    from nasps.report import format_report, summarize
+    from nasps.views.plots import metric_scale
+    from nasps.views.report import format_report, summarize
     space = {"type": "conv", "num_filters": [4], "curriculum": {"start_depth": 2, "add_layers": 0}}
     config = config_from_dict({"space": space, "strategy": {"type": "random"}, "budget": {"children": 3},
                                "evaluator": {"type": "image_classification", "epochs": 1}})

@@ -15,8 +15,8 @@ import torch
 import yaml
 
 from nasps.config import config_from_dict
-from nasps.rundir import open_for_resume
 from nasps.runtime.driver import run_search
+from nasps.state.rundir import open_for_resume
 from tests.conftest import NASPS, ROOT, query
 
 # Random children that never repeat by chance: 4 * 3 * 3 * 4 * 1000 * 1000 architectures.

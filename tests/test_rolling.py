@@ -13,15 +13,15 @@ import pytest
 import torch
 
 from nasps.config import config_from_dict
-from nasps.controller import Controller, Scored
 from nasps.errors import UserInputError
-from nasps.parameter_server import ParameterShard
+from nasps.method.controller import Controller, Scored
+from nasps.method.parameter_server import ParameterShard
+from nasps.method.serial import adam_settings
 from nasps.policies import build_policy
-from nasps.rundir import open_for_resume
 from nasps.runtime.driver import run_search
-from nasps.serial import adam_settings
 from nasps.spaces import Architecture, build_space
-from nasps.store import ResultsStore
+from nasps.state.rundir import open_for_resume
+from nasps.state.store import ResultsStore
 from tests.conftest import NASPS, ROOT, TOY_SPACE, query, toy_config
 from tests.test_cli import assert_one_line_error, nasps, write_config
 

@@ -6,13 +6,13 @@ import time
 import numpy as np
 import torch
 
-from nasps.controller import Controller
-from nasps.parameter_server import AdamSettings, ParameterShard, join_params, shard_bounds, split_params
+from nasps.method.controller import Controller
+from nasps.method.parameter_server import AdamSettings, ParameterShard, join_params, shard_bounds, split_params
+from nasps.method.serial import run_serial
 from nasps.policies import build_policy
 from nasps.runtime.driver import run_search
-from nasps.serial import run_serial
 from nasps.spaces import build_space
-from nasps.store import ResultsStore
+from nasps.state.store import ResultsStore
 from tests.conftest import query, toy_config
 from tests.test_serial_search import best_probability
 from tests.toys import match_fraction
@@ -72,11 +72,11 @@ def test_a_replica_pushes_only_after_the_rows_of_its_rewards_are_committed(ray_s
     their commit cannot: no shard may move until the lock is released and the rows exist."""
     import ray
 
-    from nasps.rundir import open_new_store
+    from nasps.method.serial import adam_settings
     from nasps.runtime.recorder import Recorder
     from nasps.runtime.replica import ControllerReplica
     from nasps.runtime.shard import ParameterServerShard
-    from nasps.serial import adam_settings
+    from nasps.state.rundir import open_new_store
 
     config = toy_config(evaluator={"type": "python", "target": "tests.toys:sleep_then_score"},
                         cluster={"parameter_servers": 2, "replicas": 1, "children_per_replica": 2,
@@ -118,9 +118,9 @@ def test_a_replaced_replica_keeps_its_rows_but_its_commit_fails(ray_session, tmp
     import ray
 
     from nasps.evaluators import ChildResult
-    from nasps.rundir import open_new_store
     from nasps.runtime.recorder import Recorder
     from nasps.spaces import Architecture
+    from nasps.state.rundir import open_new_store
 
     config = toy_config(budget={"children": 4})
     open_new_store(tmp_path / "run", config).close()
@@ -145,7 +145,7 @@ def test_sharded_update_equals_single_process_update(ray_session):
     params = torch.randn(policy.num_params)
     controller = Controller(0, space, policy, config.strategy, 6, seed=3)
     batch, _ = controller.sample(params)
-    from nasps.controller import Scored
+    from nasps.method.controller import Scored
     scored = [Scored(a, r, i) for i, (a, r) in enumerate(zip(batch.actions, [0.1, 0.9, 0.4, 0.3, 0.8, 0.2]))]
     gradient = controller.gradient(params, scored)
     adam = AdamSettings(0.05)

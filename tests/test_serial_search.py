@@ -5,10 +5,10 @@ import statistics
 
 import pytest
 
+from nasps.method.serial import run_serial
 from nasps.policies import build_policy
-from nasps.serial import run_serial
 from nasps.spaces import Architecture, build_space
-from nasps.store import ResultsStore
+from nasps.state.store import ResultsStore
 from tests.conftest import toy_config
 from tests.toys import TARGET
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from nasps.config import config_from_dict
-from nasps.controller import Controller
 from nasps.errors import ConfigError
+from nasps.method.controller import Controller
 from nasps.policies import build_policy
 from nasps.spaces import ANCHOR, Architecture, build_space, cell_equations
 
@@ -157,8 +157,8 @@ def test_sampling_is_deterministic_for_a_seed():
 
 
 def test_report_shows_layers_and_cell_equations(tmp_path):
-    from nasps.report import format_report, summarize
-    from nasps.serial import run_serial
+    from nasps.method.serial import run_serial
+    from nasps.views.report import format_report, summarize
     runs = {"conv": ({"type": "conv", "curriculum": {"start_depth": 3, "add_layers": 0}}, "conv_toy"),
             "rnn_cell": ({"type": "rnn_cell", "base": 2}, "cell_toy")}
     for name, (space_raw, toy) in runs.items():

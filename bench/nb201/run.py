@@ -2,7 +2,7 @@
 
 Each search gets N unique evaluations (150), its reward is the 12-epoch validation accuracy, it
 picks the evaluated cell with the best reward, and we report that cell's 200-epoch test accuracy,
-mean +- std over many seeds. Searches run through the reference loop (``nasps.serial``), which
+mean +- std over many seeds. Searches run through the reference loop (``nasps.method.serial``), which
 calls the same policy, REINFORCE, ledger and evaluator code as the Ray runtime.
 Published (NAS-Bench-201, Table 5): random 93.70 +- 0.36, REINFORCE 93.85 +- 0.37,
 regularised evolution 93.92 +- 0.30, optimum 94.37.
@@ -31,8 +31,8 @@ import torch  # noqa: E402
 
 from bench.nb201.table import cell_key, load_table, space_config, table_path  # noqa: E402
 from nasps.config import config_from_dict  # noqa: E402
-from nasps.serial import run_serial  # noqa: E402
-from nasps.store import ResultsStore  # noqa: E402
+from nasps.method.serial import run_serial  # noqa: E402
+from nasps.state.store import ResultsStore  # noqa: E402
 
 # name -> strategy section (m = 1 throughout, as in NAS-Bench-201's REINFORCE). The LSTM's
 # defaults (lr 0.01, temperature 5, tanh 2.5, entropy 1e-3, screening of 8 candidates) were

@@ -198,6 +198,20 @@ def _image_folder(config: ImageFolderDatasetConfig, key: str = "root") -> tuple[
     return torch.stack(images).float() / 255.0, torch.tensor(labels), f"image_folder {root}"
 
 
+def known_shape(config) -> tuple[Optional[int], Optional[int]]:
+    """(channels, classes) of a dataset's images, where known without loading them (an image
+    folder not on this machine has no known number of classes)."""
+    if isinstance(config, DigitsDatasetConfig):
+        return 1, 10
+    if isinstance(config, Cifar10DatasetConfig):
+        return 3, 10
+    try:
+        classes: Optional[int] = len(class_folders(config)[1])
+    except UserInputError:
+        classes = None
+    return (1 if config.grayscale else 3), classes
+
+
 def check_available(config, with_test: bool = False) -> None:
     """Fail early, with the one-line error a user needs, when a dataset's files are not there
     (checked before any actor starts; loading happens in the workers). ``with_test``: final

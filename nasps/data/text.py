@@ -48,8 +48,9 @@ def _ptb_files(config: PtbDatasetConfig) -> tuple[Path, Path]:
     return root / f"{infix}train.txt", root / f"{infix}valid.txt"
 
 
-def check_available(config) -> None:
-    """The one-line error a user needs when the files are not there (before Ray starts)."""
+def check_available(config, with_test: bool = False) -> None:
+    """The one-line error a user needs when the files are not there (before Ray starts). A
+    text dataset's splits are in the files checked here, with or without ``with_test``."""
     paths = _ptb_files(config) if isinstance(config, PtbDatasetConfig) else (Path(config.path).expanduser(),)
     where = "evaluator.dataset.root" if isinstance(config, PtbDatasetConfig) else "evaluator.dataset.path"
     for path in paths:

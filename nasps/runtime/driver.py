@@ -27,21 +27,21 @@ import torch
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from nasps.checkpoint import CheckpointClock, check_resumable, load_checkpoint, resume_seq, save_checkpoint
 from nasps.config import Config
 from nasps.errors import SearchFailed, Terminated, UserInputError
-from nasps.ledger import Progress
-from nasps.mlflow_log import check_mlflow
-from nasps.parameter_server import ParameterShard, join_params, shard_bounds, split_params
+from nasps.method.parameter_server import ParameterShard, join_params, shard_bounds, split_params
+from nasps.method.serial import adam_settings, open_views
 from nasps.policies import build_policy
-from nasps.rundir import open_new_store
 from nasps.runtime.capacity import check_fits
 from nasps.runtime.recorder import Recorder
 from nasps.runtime.replica import ControllerReplica, ReplicaStats
 from nasps.runtime.shard import ParameterServerShard
-from nasps.serial import adam_settings, open_views
 from nasps.spaces import build_space
-from nasps.store import STORE_NAME
+from nasps.state.checkpoint import CheckpointClock, check_resumable, load_checkpoint, resume_seq, save_checkpoint
+from nasps.state.ledger import Progress
+from nasps.state.rundir import open_new_store
+from nasps.state.store import STORE_NAME
+from nasps.views.mlflow_log import check_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def run_search(config: Config, run_dir: str | Path, *, address: Optional[str] = 
                on_progress: Optional[Callable[[Progress], None]] = None,
                poll_s: float = 1.0, resume: bool = False) -> SearchSummary:
     """Run one search to its budget on Ray and return what happened. With ``resume`` the run
-    directory already holds this search (``nasps.rundir.open_for_resume`` checked it): the
+    directory already holds this search (``nasps.state.rundir.open_for_resume`` checked it): the
     learning state comes from its checkpoint and the store goes on where it stopped.
 
     Ctrl-C and SIGTERM stop it with everything finished kept and a checkpoint saved, then

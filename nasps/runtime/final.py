@@ -13,8 +13,8 @@ from typing import Optional
 import ray
 
 from nasps.errors import UserInputError
-from nasps.final import TrainingJob, best_trial, train_trial
 from nasps.runtime.driver import connect
+from nasps.training.final import TrainingJob, best_trial, train_trial
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Optional, Sequence
 import ray
 
 from nasps.evaluators import ChildResult
-from nasps.ledger import Admission, Admitted, Ledger, Member, Outcome, Progress, PushReport
 from nasps.spaces import Architecture
-from nasps.store import ResultsStore
+from nasps.state.ledger import Admission, Admitted, Ledger, Member, Outcome, Progress, PushReport
+from nasps.state.store import ResultsStore
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Recorder:
         self.controllers: dict[int, dict] = {}  # replica -> its controller state at its last push
         self.generations: dict[int, int] = {}  # replica -> restarts: calls of older ones are stale
         if restarted:
-            from nasps.checkpoint import load_checkpoint  # torch: only on this rare path
+            from nasps.state.checkpoint import load_checkpoint  # torch: only on this rare path
             checkpoint = load_checkpoint(self.path.parent)
             self.controllers = dict(checkpoint["replicas"]) if checkpoint else {}
             log.warning("the recorder was restarted: %d children trained, %d in flight, from the store",

@@ -8,7 +8,7 @@ children finish; every m committed children (cached repeats included) make one g
 computed at the parameters held then and pushed to every shard, whose replies are the fresh
 parameters. Barrier rounds (the paper's): sample m, train them all, push, sample the next m.
 Both are one loop: sample, commit, learn, wait for what comes back. The maths is
-``nasps.controller.Controller``; this file is only the orchestration.
+``nasps.method.controller.Controller``; this file is only the orchestration.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import ray
 import torch
 from ray.exceptions import RayActorError
 
-from nasps.controller import Controller, Scored
 from nasps.evaluators import ChildResult, deadline_s
-from nasps.ledger import Outcome, PushReport
-from nasps.parameter_server import join_params, to_wire
+from nasps.method.controller import Controller, Scored
+from nasps.method.parameter_server import join_params, to_wire
 from nasps.policies import build_policy
 from nasps.runtime.pool import Child, WorkerPool
 from nasps.spaces import build_space
-from nasps.store import PushRow
+from nasps.state.ledger import Outcome, PushReport
+from nasps.state.store import PushRow
 
 # Finished children ride on the next admission; when none goes (barrier rounds, long children,
 # the end), those that finish within this window are committed in one call (the recorder

@@ -9,9 +9,9 @@ import numpy as np
 import ray
 import torch
 
-from nasps.checkpoint import load_checkpoint
-from nasps.parameter_server import AdamSettings, ParameterShard, PushReceipt, from_wire
+from nasps.method.parameter_server import AdamSettings, ParameterShard, PushReceipt, from_wire
 from nasps.runtime.recorder import was_restarted
+from nasps.state.checkpoint import load_checkpoint
 
 
 @ray.remote

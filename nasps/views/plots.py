@@ -22,7 +22,7 @@ from matplotlib.path import Path as MplPath
 from nasps.evaluators import SCORED
 from nasps.spaces import shape_of
 from nasps.spaces.rnn_cell import cell_equations, node_inputs
-from nasps.store import ChildRow, ranked_children
+from nasps.state.store import ChildRow, ranked_children
 
 TOP_KS = (1, 5, 15)  # the paper's control experiment plots the mean of the top 1, 5 and 15
 DPI = 150

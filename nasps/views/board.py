@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from nasps.follow import StoreFollower, read_json, write_json
-from nasps.store import STORE_NAME
+from nasps.state.store import STORE_NAME
+from nasps.views.follow import StoreFollower, read_json, write_json
 
 log = logging.getLogger(__name__)
 

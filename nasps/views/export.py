@@ -1,5 +1,5 @@
 """``nasps export``: a searched architecture as JSON and as a standalone PyTorch file (and, with
-``--format onnx``, as an ONNX graph: ``nasps.onnx_export``).
+``--format onnx``, as an ONNX graph: ``nasps.views.onnx_export``).
 
 The PyTorch file is nasps's own builder module (``nasps/children/conv.py`` or ``rnn.py``, which
 import nothing but torch) copied verbatim, followed by the architecture and a ``build_model()``.
@@ -17,16 +17,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nasps.config import (
-    Cifar10DatasetConfig,
-    DigitsDatasetConfig,
     ImageClassificationEvaluatorConfig,
-    ImageFolderDatasetConfig,
     LanguageModelEvaluatorConfig,
     config_from_dict,
 )
 from nasps.errors import UserInputError
 from nasps.spaces import describe
-from nasps.store import STORE_NAME, ChildRow, ResultsStore, ranked_children
+from nasps.state.store import STORE_NAME, ChildRow, ResultsStore, ranked_children
 
 ARCH_FILE, MODEL_FILE, ONNX_FILE = "architecture.json", "model.py", "model.onnx"
 
@@ -54,19 +51,8 @@ def _image_shapes(evaluator) -> tuple[Optional[int], Optional[int]]:
     """(in_channels, num_classes) that the run's image dataset fixes, where known."""
     if not isinstance(evaluator, ImageClassificationEvaluatorConfig):
         return None, None
-    dataset = evaluator.dataset
-    if isinstance(dataset, DigitsDatasetConfig):
-        return 1, 10
-    if isinstance(dataset, Cifar10DatasetConfig):
-        return 3, 10
-    if isinstance(dataset, ImageFolderDatasetConfig):
-        from nasps.data.images import class_folders
-        try:
-            classes: Optional[int] = len(class_folders(dataset)[1])
-        except UserInputError:
-            classes = None  # the images are not on this machine: build_model asks for it
-        return (1 if dataset.grayscale else 3), classes
-    return None, None
+    from nasps.data.images import known_shape
+    return known_shape(evaluator.dataset)
 
 
 def image_input(evaluator) -> Optional[dict]:
@@ -156,13 +142,13 @@ def export(run_dir: str | Path, rank: int, out: str | Path, onnx: bool = False,
            weights: Optional[str | Path] = None) -> list[Path]:
     """Write ``architecture.json`` (and ``model.py`` when the space builds a network) into ``out``;
     ``onnx``: ``model.onnx`` too, with the trained ``weights`` of nasps train where given
-    (``nasps.onnx_export``). Files already there are never overwritten."""
+    (``nasps.views.onnx_export``). Files already there are never overwritten."""
     run_dir, out = Path(run_dir), Path(out)
     if weights is not None and not onnx:
         raise UserInputError("--weights: only --format onnx puts weights in a file; model.py's build_model() "
                              "loads them with load_state_dict")
     if onnx:
-        from nasps.onnx_export import require_onnx
+        from nasps.views.onnx_export import require_onnx
         require_onnx()
     row, config_raw = ranked_child(run_dir, rank)
     space = config_raw["space"]["type"]
@@ -182,7 +168,7 @@ def export(run_dir: str | Path, rank: int, out: str | Path, onnx: bool = False,
     if taken:
         raise UserInputError(f"--out {out}: already holds {', '.join(taken)}; choose another folder")
     if onnx:
-        from nasps.onnx_export import load_trained, onnx_graph
+        from nasps.views.onnx_export import load_trained, onnx_graph
         trained = load_trained(Path(weights), row.arch, f"rank {rank} of {run_dir}") if weights else None
         targets[ONNX_FILE] = onnx_graph(source, space, trained)
     try:

@@ -1,6 +1,6 @@
 """A search logged to MLflow (``logging.mlflow``): one MLflow run per search, resumes included.
 
-Like the TensorBoard board, the MLflow log follows the results store (``nasps.follow``): every
+Like the TensorBoard board, the MLflow log follows the results store (``nasps.views.follow``): every
 number it logs is in the store, which stays the record. Per child (step = its row id) the
 board's scalars, the evaluator's numeric metrics (``evaluator/<name>``) and the count of
 children so far with its status (``children/<status>``); per controller update (step = the
@@ -33,8 +33,8 @@ from urllib.parse import urlparse
 from nasps.config import Config, MlflowConfig, dump_config
 from nasps.errors import ConfigError
 from nasps.evaluators import STATUSES
-from nasps.follow import StoreFollower, read_json, write_json
-from nasps.store import STORE_NAME
+from nasps.state.store import STORE_NAME
+from nasps.views.follow import StoreFollower, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class MlflowLog(StoreFollower):
 
     def close(self) -> None:
         """The rows left, the top architectures, and the run's status: this driver is done."""
-        from nasps.report import report_json, summarize
+        from nasps.views.report import report_json, summarize
         try:
             self.follow()
             top = report_json(summarize(self.run_dir, top=TOP))["top"]

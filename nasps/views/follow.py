@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from nasps.evaluators import SCORED
-from nasps.store import ResultsStore, RoundStats
+from nasps.state.store import ResultsStore, RoundStats
 
 
 class StoreFollower:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from nasps.errors import ExportFailed, MissingExtra, UserInputError
-from nasps.export import MODEL_FILE, ONNX_FILE
+from nasps.views.export import MODEL_FILE, ONNX_FILE
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class LanguageModelStep(nn.Module):
 def load_trained(path: Path, arch: dict, what: str) -> tuple[dict, dict[str, torch.Tensor]]:
     """``training.json`` beside ``path`` and the state dict in ``path``, checked to be the
     weights that record describes, of the architecture ``arch`` (``what`` names it)."""
-    from nasps.final import RECORD_FILE
+    from nasps.training.final import RECORD_FILE
     if not path.is_file():
         raise UserInputError(f"--weights {path}: no such file")
     record_path = path.parent / RECORD_FILE

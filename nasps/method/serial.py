@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nasps.board import open_board
 from nasps.config import Config
-from nasps.controller import Controller
 from nasps.evaluators import build_evaluator, run_child
-from nasps.ledger import Ledger, Progress, PushReport
-from nasps.mlflow_log import check_mlflow, open_mlflow
-from nasps.parameter_server import AdamSettings, ParameterShard
+from nasps.method.controller import Controller
+from nasps.method.parameter_server import AdamSettings, ParameterShard
 from nasps.policies import build_policy
-from nasps.rundir import open_new_store
 from nasps.spaces import build_space
-from nasps.store import PushRow
+from nasps.state.ledger import Ledger, Progress, PushReport
+from nasps.state.rundir import open_new_store
+from nasps.state.store import PushRow
+from nasps.views.board import open_board
+from nasps.views.mlflow_log import check_mlflow, open_mlflow
 
 
 def adam_settings(config: Config) -> AdamSettings:

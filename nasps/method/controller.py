@@ -17,13 +17,13 @@ import torch
 
 from nasps.config import EvolutionStrategyConfig, ReinforceStrategyConfig
 from nasps.evaluators import SCORED
-from nasps.evolution import AgingEvolution
-from nasps.ledger import Member, Outcome
+from nasps.method.evolution import AgingEvolution
+from nasps.method.predictor import RewardPredictor, screen
+from nasps.method.reinforce import policy_gradient
 from nasps.policies import Policy, SampledBatch
-from nasps.predictor import RewardPredictor, screen
-from nasps.reinforce import policy_gradient
 from nasps.spaces import Architecture, SearchSpace
-from nasps.store import RoundStats
+from nasps.state.ledger import Member, Outcome
+from nasps.state.store import RoundStats
 
 REFIT_CUBE = 25_000_000  # see Controller._fitted_predictor
 

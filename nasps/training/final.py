@@ -28,10 +28,12 @@ from nasps.config import (
     LanguageModelEvaluatorConfig,
     config_from_dict,
     config_to_dict,
+    trainer_of,
 )
 from nasps.errors import ConfigError, UserInputError
+from nasps.evaluators import check_runnable
 from nasps.evaluators.base import ChildFailure
-from nasps.export import ranked_child
+from nasps.views.export import ranked_child
 
 RECORD_FILE = "training.json"
 WEIGHTS_FILES = {"state_dict": "weights.pt", "safetensors": "weights.safetensors"}
@@ -69,34 +71,23 @@ def prepare(arch: str, training: FinalTrainingConfig) -> TrainingJob:
         raise UserInputError(f"--arch {arch}: ranks start at 1")
     row, config_raw = ranked_child(run_dir, rank)
     search = config_from_dict(config_raw)
-    if search.space.type not in ("conv", "rnn_cell"):
+    wanted = trainer_of(search.space.type)
+    if wanted is None:
         raise UserInputError(f"--arch {arch}: a {search.space.type} architecture has no network for "
                              "nasps to train (final training is for conv and rnn_cell spaces)")
     evaluator = training.evaluator or search.evaluator
-    wanted = {"conv": ImageClassificationEvaluatorConfig, "rnn_cell": LanguageModelEvaluatorConfig}
-    if not isinstance(evaluator, wanted[search.space.type]):
+    if not isinstance(evaluator, wanted):
         raise ConfigError(f"evaluator.type: a {search.space.type} network trains with "
-                          f"{wanted[search.space.type].__dataclass_fields__['type'].default}, "
-                          f"not {evaluator.type}")
+                          f"{wanted.__dataclass_fields__['type'].default}, not {evaluator.type}")
     # The child's own hyperparameter decisions are settings of its training, as in the search.
     searched = {k: v for k, v in row.arch.get("hyperparameters", {}).items()
                 if k in {f.name for f in dataclasses.fields(evaluator)}}
     evaluator = dataclasses.replace(evaluator, **searched)
-    _check_data(evaluator)
+    check_runnable(evaluator, with_test=True)  # the one-line error for missing data, before any worker starts
     if training.epochs is not None:
         evaluator = dataclasses.replace(evaluator, epochs=training.epochs)
     return TrainingJob(str(run_dir), rank, row.id, row.reward, search.space.type, row.arch, evaluator,
                        training.trials(evaluator), training)
-
-
-def _check_data(evaluator) -> None:
-    """The one-line error for missing data, here, before any worker starts."""
-    if isinstance(evaluator, ImageClassificationEvaluatorConfig):
-        from nasps.data.images import check_available
-        check_available(evaluator.dataset, with_test=True)
-    else:
-        from nasps.data.text import check_available
-        check_available(evaluator.dataset)
 
 
 def train_trial(job: TrainingJob, index: int) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Callable
 
 import nasps
-from nasps.checkpoint import CHECKPOINT_NAME, check_resumable, load_checkpoint
 from nasps.config import Config, config_to_dict, dump_config, load_config
 from nasps.errors import UserInputError
-from nasps.store import STORE_NAME, ResultsStore
+from nasps.state.checkpoint import CHECKPOINT_NAME, check_resumable, load_checkpoint
+from nasps.state.store import STORE_NAME, ResultsStore
 
 CONFIG_NAME = "config.yaml"
 

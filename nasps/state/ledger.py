@@ -34,7 +34,7 @@ from typing import Any, Mapping, Optional, Sequence
 from nasps.config import EarlyStoppingConfig
 from nasps.evaluators import SCORED, ChildResult, headline
 from nasps.spaces import Architecture
-from nasps.store import PushRow, ResultsStore, RoundStats
+from nasps.state.store import PushRow, ResultsStore, RoundStats
 
 log = logging.getLogger(__name__)
 

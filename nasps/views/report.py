@@ -15,9 +15,9 @@ from typing import Optional, Sequence
 
 from nasps.errors import UserInputError
 from nasps.evaluators import headline
-from nasps.plots import TOP_KS, RunData, label_of, metric_scale, write_plots
 from nasps.spaces import describe
-from nasps.store import STORE_NAME, ChildRow, PushRow, ResultsStore, ranked_children
+from nasps.state.store import STORE_NAME, ChildRow, PushRow, ResultsStore, ranked_children
+from nasps.views.plots import TOP_KS, RunData, label_of, metric_scale, write_plots
 
 REPORT_DIR = "report"
 
