@@ -12,6 +12,7 @@ twice, and the children that were training on the lost node trained again elsewh
 import shutil
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import nasps
 from bench.faults import audit, trained_rows
 from tests.conftest import NASPS, ROOT, TOY_SPACE
 from tests.ray_nodes import (
@@ -80,6 +82,38 @@ def _read(run_dir: Path, query: str) -> list[dict]:
 def _children(run_dir: Path) -> dict[int, dict]:
     """Every committed row of the store, whole, by id."""
     return {row["id"]: row for row in _read(run_dir, "SELECT * FROM children")}
+
+
+LAMBDA_SEARCH = """
+import sys
+import nasps
+space = {"type": "categorical", "decisions": [{"name": "a", "choices": list(range(50))},
+                                              {"name": "b", "choices": list(range(50))}]}
+offset = 0.5  # a closure's value: the function travels to the other node whole
+
+def node_of():
+    import ray
+    return ray.get_runtime_context().get_node_id()
+
+run = nasps.search({"space": space, "strategy": {"type": "random"},
+                    "cluster": {"children_per_replica": 8, "cpus_per_child": 1},
+                    "budget": {"children": 24}, "logging": {"tensorboard": False}},
+                   evaluator=lambda arch: {"reward": arch["a"] / 50 + offset, "metrics": {"node": node_of()}},
+                   run_dir=sys.argv[1], address=sys.argv[2], progress=False)
+print(len(run.children()))
+"""
+
+
+def test_a_lambda_from_a_script_scores_children_on_both_nodes(two_nodes, tmp_path):
+    address, _ = two_nodes
+    out = subprocess.run([sys.executable, "-c", LAMBDA_SEARCH, str(tmp_path / "run"), address], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300,
+                         env=node_env())
+    assert out.returncode == 0, out.stderr[-3000:]
+    children = [c for c in nasps.load(tmp_path / "run").children() if not c.cached]
+    assert len(children) == 24 and all(c.status == "ok" for c in children)
+    assert all(c.reward == pytest.approx(c.arch["a"] / 50 + 0.5) for c in children)
+    assert len({c.metrics["node"] for c in children}) == 2  # 8 workers of 1 CPU: both nodes
 
 
 def test_losing_a_worker_node_mid_search_loses_no_child(two_nodes, tmp_path):
