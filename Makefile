@@ -16,8 +16,10 @@ $(STAMP): setup.cfg pyproject.toml
 search: install
 	$(BIN)/nasps search --config configs/default.yaml
 
+# Two test processes, each with its own shared Ray (tests/conftest.py), one test file at a time:
+# most of the suite waits on Ray and on child processes, so two keep a 2-core machine busy.
 test: install
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile
 
 bench: install
 	$(BIN)/python bench/orchestration.py

@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Ray cluster for the whole session, toy configs."""
+"""Shared fixtures: one local Ray cluster for the whole session (for each of the test processes
+when make test runs two), toy configs."""
 
 from __future__ import annotations
 
