@@ -1,7 +1,7 @@
 """nasps from Python: start, resume and read searches from a script or a notebook.
 
     import nasps
-    run = nasps.search("configs/default.yaml", evaluator=lambda arch: score(arch))
+    run = nasps.search({"space": {"type": "categorical", "decisions": [...]}}, evaluator=score)
     run.best(), run.to_pandas(), run.figures()
 
 A search here is the one ``nasps search`` runs: the same runtime (an embedded local Ray, or a
@@ -51,7 +51,7 @@ def resume(run_dir: Union[str, Path], *, evaluator: Optional[Callable] = None, a
     sections or dotted keys: ``budget={"children": 200}`` or ``**{"budget.children": 200}``. A
     search started with a callable evaluator needs it again (``evaluator=fn``)."""
     run_dir = Path(run_dir)
-    settings = [f"{key}={json.dumps(value)}" for key, value in _dotted(overrides)]
+    settings = [f"{key}={json.dumps(value, default=str)}" for key, value in _dotted(overrides)]
 
     def check(config: Config) -> None:
         _check_runnable(_with_function(config, evaluator))
@@ -89,7 +89,10 @@ def resolve_config(config: ConfigLike, evaluator: Optional[Callable] = None) -> 
     if evaluator is not None:
         if not callable(evaluator):
             raise UserInputError(f"evaluator: must be a callable scoring an architecture, not {evaluator!r}")
-        section = dict(raw.get("evaluator") or {"type": "python"})
+        section = raw.get("evaluator") or {"type": "python"}
+        if not isinstance(section, Mapping):
+            raise UserInputError(f"evaluator: must be a mapping, got {section!r}")
+        section = dict(section)
         if section.get("type", "python") != "python":
             raise UserInputError(f"evaluator: a callable replaces the target of a python evaluator; "
                                  f"evaluator.type is {section['type']}")
@@ -100,10 +103,15 @@ def resolve_config(config: ConfigLike, evaluator: Optional[Callable] = None) -> 
 
 
 def _check_runnable(config: Config) -> None:
+    """Everything the search needs, checked before its run directory is touched."""
     if config.logging.mlflow is not None:
-        from nasps.views.mlflow_log import require_mlflow
-        require_mlflow()
+        from nasps.views.mlflow_log import check_mlflow
+        check_mlflow(config)
     check_runnable(config.evaluator)
+    function = getattr(config.evaluator, "function", None)
+    if function is not None:
+        from nasps.runtime.worker import check_sendable  # Ray's pickler: only nasps.runtime imports Ray
+        check_sendable(function)
 
 
 def _with_function(config: Config, function: Optional[Callable]) -> Config:
@@ -119,13 +127,15 @@ class _BudgetMet(Exception):
     pass
 
 
-def _dotted(overrides: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+def _dotted(overrides: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """``budget={"children": 9}`` as ``budget.children``; a value below a section (a
+    runtime_env mapping, say) replaces the key whole, as ``--set`` does."""
     items = []
     for key, value in overrides.items():
-        if isinstance(value, Mapping):
-            items.extend(_dotted(value, f"{prefix}{key}."))
+        if isinstance(value, Mapping) and "." not in key:
+            items.extend((f"{key}.{name}", v) for name, v in value.items())
         else:
-            items.append((f"{prefix}{key}", value))
+            items.append((key, value))
     return items
 
 
@@ -139,14 +149,17 @@ def _run(config: Config, run_dir: Path, address: Optional[str], progress: bool, 
         view = ProgressView(config.budget.children, build_space(config.space).depth_at)
     try:
         summary = run_search(config, run_dir, address=address, on_progress=view, resume=resume)
+        if view is not None:
+            view(summary.progress, final=True)
     except KeyboardInterrupt:
         if view is not None:
-            view.close()
+            view.close()  # before the line, so that a live bar does not draw over it
         print(f"\nnasps: interrupted; finished children are kept in {run_dir}; "
               f"nasps.resume({str(run_dir)!r}) continues", file=sys.stderr)
         raise
-    if view is not None:
-        view(summary.progress, final=True)
+    finally:
+        if view is not None:
+            view.close()
     problem = stop_problem(summary.progress, f"nasps.resume({str(run_dir)!r})")
     if problem:
         raise SearchFailed(problem)

@@ -13,6 +13,7 @@ import yaml
 import nasps
 from nasps import cli
 from nasps.config import Config, config_from_dict, config_to_dict
+from nasps.state.store import ResultsStore
 from tests.conftest import ROOT, TOY_SPACE, query, random_search
 
 RAW = {"space": TOY_SPACE, "strategy": {"type": "reinforce", "learning_rate": 0.2},
@@ -75,9 +76,12 @@ def test_resume_continues_with_the_callable_and_refuses_without_it(ray_session, 
     trained = [c for c in run.children() if not c.cached]
     assert len(trained) == 10 and all(c.reward == pytest.approx(score(c.arch)) for c in trained)
     assert run.config.budget.children == 10
-    # Its budget met, a resume has nothing to do and starts nothing.
+    # Its budget met, a resume has nothing to do and starts nothing: the store's record of
+    # resumes stays as it was.
+    resumes = ResultsStore(run_dir / "results.sqlite", readonly=True).meta()["resumed_at"]
     again = nasps.resume(run_dir, evaluator=score, progress=False)
     assert len(again.children()) == len(run.children())
+    assert ResultsStore(run_dir / "results.sqlite", readonly=True).meta()["resumed_at"] == resumes
 
 
 def test_load_reads_a_run_while_its_search_writes_it(ray_session, tmp_path):
@@ -127,6 +131,10 @@ def test_a_config_built_in_python_is_validated_like_a_file(tmp_path, monkeypatch
         nasps.search(tmp_path / "missing.yaml")
     with pytest.raises(nasps.UserInputError, match="not a nasps run directory"):
         nasps.load(tmp_path)
+    lock = threading.Lock()  # a callable Ray cannot pickle
+    with pytest.raises(nasps.UserInputError, match="^evaluator: .* cannot be sent to the Ray workers"):
+        nasps.search({**RAW, "evaluator": {"type": "python"}}, evaluator=lambda arch: lock.locked() or 1.0,
+                     run_dir=tmp_path / "f")
     assert not any(tmp_path.iterdir())  # nothing was created for any of them
     # A YAML path and a Config are the same search as the dict they hold.
     path = tmp_path / "search.yaml"

@@ -1,6 +1,7 @@
 """The examples in examples/ run as a user runs them, on a tiny budget, against the session's Ray."""
 
 import os
+import statistics
 import subprocess
 import sys
 
@@ -51,6 +52,15 @@ def test_the_custom_space_script_trains_its_own_nets_and_stops_hopeless_ones(on_
     children = [c for c in nasps.load(tmp_path / "run").children() if not c.cached]
     assert len(children) == 6 and {c.status for c in children} <= {"ok", "stopped"}
     assert all(c.metrics["curve"] and c.metrics["curve"][0][0] == 1 for c in children)  # reported each epoch
+    # The median rule after 4 children: a child below the median of the earlier ones' first
+    # epochs stops after it; every other child trains both epochs.
+    for n, child in enumerate(sorted(children, key=lambda c: c.started_at)):
+        earlier = sorted(c.metrics["curve"][0][1] for c in children if c.finished_at < child.started_at)
+        first = child.metrics["curve"][0][1]
+        if len(earlier) >= 4 and first < statistics.median(earlier):
+            assert child.status == "stopped" and len(child.metrics["curve"]) == 1, (n, first, earlier)
+        elif len(earlier) >= 4 and first > statistics.median(earlier):
+            assert child.status == "ok" and len(child.metrics["curve"]) == 2, (n, first, earlier)
     assert max(c.reward for c in children) > 0.5  # chance is 0.1
     assert "children stopped early" in out.stdout and "1. child" in out.stdout
 

@@ -55,6 +55,20 @@ def test_conv_export_equals_nasps_builder(tmp_path):
     normalised = (raw - torch.tensor(inputs["mean"]).view(1, -1, 1, 1)) / torch.tensor(inputs["std"]).view(1, -1, 1, 1)
     torch.testing.assert_close(exported.eval()(raw), ours.eval()(normalised))
 
+    # Where the run's image folder is not on the exporting machine, its shapes and statistics
+    # become required arguments of a model.py that is still valid Python.
+    from nasps.state.store import ResultsStore
+    from nasps.views.export import standalone_source
+    store = ResultsStore(run / "results.sqlite", readonly=True)
+    config_raw = store.meta()["config"]
+    store.close()
+    config_raw["evaluator"]["dataset"] = {"type": "image_folder", "root": str(tmp_path / "absent")}
+    namespace = {}
+    exec(compile(standalone_source(record["architecture"], config_raw, None), "model.py", "exec"), namespace)
+    rebuilt = namespace["build_model"](1, 10, input_mean=inputs["mean"], input_std=inputs["std"])
+    rebuilt.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(rebuilt.eval()(raw), ours.eval()(normalised))
+
 
 def test_rnn_cell_export_equals_nasps_builder(tmp_path):
     space = {"type": "rnn_cell", "base": 4, "hyperparameters": [{"name": "tied", "choices": [True]}]}

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+import nasps
 from nasps.config import config_to_dict
 from nasps.errors import ConfigError
 from nasps.method.serial import run_serial
 from nasps.state.rundir import open_for_resume
 from nasps.state.store import ResultsStore
-from nasps.views.mlflow_log import RUN_FILE
+from nasps.views.mlflow_log import RUN_FILE, check_mlflow
 from tests.conftest import toy_config
 from tests.ray_nodes import free_port
 
@@ -141,6 +142,19 @@ def test_a_tracking_uri_mlflow_refuses_stops_the_search_before_it_starts(tmp_pat
         run_serial(config, tmp_path / "run")
     assert needle in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "run").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_a_sqlite_store_without_sqlalchemy_is_one_line_and_nasps_search_writes_nothing(tmp_path, monkeypatch):
+    """MLflow 3's default store is sqlite, which mlflow-skinny (the extra) cannot open."""
+    import importlib.util
+    monkeypatch.chdir(tmp_path)
+    config = toy_config(logging={"mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}})
+    if importlib.util.find_spec("sqlalchemy") is not None:  # the full mlflow package: the store opens
+        check_mlflow(config)
+        return
+    with pytest.raises(ConfigError, match=r"^logging.mlflow.tracking_uri: sqlite:.* needs sqlalchemy: pip"):
+        nasps.search(config, run_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_mlflow_missing_is_one_line_naming_the_extra(bad_input_cli, tmp_path, monkeypatch):

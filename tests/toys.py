@@ -144,6 +144,8 @@ def match_with_metrics(arch: dict) -> dict:
     reward = match_fraction(arch)
     return {"reward": reward, "metrics": {"matches": 4 * reward, "acc@1": reward, "note": "text", "curve": [1, 2],
                                           "flag": True, "missing": math.nan}}
+
+
 def climb(config: dict) -> None:
     """A Ray Tune trial that climbs to its architecture's match fraction in 4 steps, reporting
     each as ``score``, with the param_space's ``epochs`` alongside."""

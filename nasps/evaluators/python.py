@@ -7,7 +7,9 @@ with ``evaluator.early_stopping`` it answers True when the child should stop, an
 should then return the reward it has (it always answers False without early stopping).
 
 From Python, ``nasps.search(config, evaluator=fn)`` gives the function itself (a lambda or one
-defined in a notebook included): Ray sends it to the workers, and ``target`` only names it.
+defined in a notebook included): Ray sends it to the workers (by value, or by name for a
+function of an importable module, which the workers must then import), and ``target`` only
+names it.
 Otherwise the target is imported the way Python would from the directory the search was started in (and
 PYTHONPATH); on a cluster, ship the code with ``cluster.runtime_env`` (``working_dir`` or
 ``py_modules``).
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 def resolve_target(target: str, key: str = "evaluator.target") -> Callable[[dict], Any]:
     """Import ``module:function``; a clear ConfigError naming the key when that fails."""
     module_name, _, function_name = target.partition(":")
+    if module_name == "__main__":  # a Ray worker's __main__ is Ray's own: never the session's
+        raise ConfigError(f"{key}: {target} was a function of the Python session that started the search; "
+                          "give it again from Python: nasps.resume(run_dir, evaluator=fn)")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -46,9 +51,6 @@ def resolve_target(target: str, key: str = "evaluator.target") -> Callable[[dict
         raise ConfigError(f"{key}: importing {module_name!r} raised "
                           f"{type(exc).__name__}: {exc}") from None
     fn = getattr(module, function_name, None)
-    if fn is None and module_name == "__main__":
-        raise ConfigError(f"{key}: {target} was a function of the Python session that started the search; "
-                          "give it again from Python: nasps.resume(run_dir, evaluator=fn)")
     if fn is None:
         raise ConfigError(f"{key}: module {module_name!r} has no attribute {function_name!r}")
     if not callable(fn):
@@ -58,7 +60,7 @@ def resolve_target(target: str, key: str = "evaluator.target") -> Callable[[dict
 
 class PythonEvaluator:
     def __init__(self, config: PythonEvaluatorConfig):
-        self.fn = config.function or resolve_target(config.target)
+        self.fn = config.function if config.function is not None else resolve_target(config.target)
         self.takes_report = _takes_two_arguments(self.fn)
         self.early_stopping = config.early_stopping is not None
         if self.early_stopping and not self.takes_report:

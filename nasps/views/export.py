@@ -103,7 +103,7 @@ ARCHITECTURE = {architecture}
 INPUT = {pprint.pformat(inputs, width=100)}
 
 
-def build_model({_arg("in_channels", channels)}, {_arg("num_classes", classes)},
+def build_model({_arg("in_channels", channels if classes is not None else None)}, {_arg("num_classes", classes)},
                 width_multiplier: float = 1.0, bn_epsilon: float = {eps!r},
                 {statistics}) -> ConvNet:
     """The searched network, freshly initialised. It takes raw images, float pixels in [0, 1]

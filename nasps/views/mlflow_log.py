@@ -57,8 +57,16 @@ def mlflow_client(uri: Optional[str]):
     when the client is made (a scheme it has no store for, a store it refuses); nothing is
     sent yet, so a server that is down is not found out here."""
     require_mlflow()
+    import importlib.util
+
+    import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
+    database = (uri or mlflow.get_tracking_uri()).split(":", 1)[0].split("+")[0]
+    if database in ("sqlite", "postgresql", "mysql", "mssql") and importlib.util.find_spec("sqlalchemy") is None:
+        # mlflow-skinny (the extra) has no database stores; MLflow's own message is about its model registry
+        raise ConfigError(f"logging.mlflow.tracking_uri: {uri or 'the default, ' + mlflow.get_tracking_uri()} "
+                          "needs sqlalchemy: pip install mlflow (the full package), or give a server's http:// URI")
     try:
         return MlflowClient(tracking_uri=uri)
     except MlflowException as exc:
