@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 from nasps.config import Config, PythonEvaluatorConfig, config_from_dict, config_to_dict, load_config
-from nasps.errors import MissingExtra, SearchFailed, UserInputError
+from nasps.errors import MissingExtra, SearchFailed, Terminated, UserInputError
 from nasps.evaluators import check_runnable
 from nasps.state.rundir import default_run_dir, open_for_resume, prepare_run_dir, trained_and_in_flight
 from nasps.state.store import STORE_NAME, ChildRow, ResultsStore, ranked_children
@@ -151,10 +151,11 @@ def _run(config: Config, run_dir: Path, address: Optional[str], progress: bool, 
         summary = run_search(config, run_dir, address=address, on_progress=view, resume=resume)
         if view is not None:
             view(summary.progress, final=True)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if view is not None:
             view.close()  # before the line, so that a live bar does not draw over it
-        print(f"\nnasps: interrupted; finished children are kept in {run_dir}; "
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\nnasps: {how}; finished children are kept in {run_dir}; "
               f"nasps.resume({str(run_dir)!r}) continues", file=sys.stderr)
         raise
     finally:

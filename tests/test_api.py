@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -180,3 +181,41 @@ def test_the_readmes_python_section_runs_as_written_on_an_embedded_ray(tmp_path)
     assert "{'depth': 1, 'width': 64}" in out.stdout
     run = nasps.load(tmp_path / "runs" / "from-python")
     assert len([c for c in run.children() if not c.cached]) == 9
+
+
+CTRL_C_SEARCH = """
+import sys, time
+import nasps
+space = {"type": "categorical", "decisions": [{"name": "a", "choices": list(range(100))},
+                                              {"name": "b", "choices": list(range(100))}]}
+nasps.search({"space": space, "strategy": {"type": "reinforce", "learning_rate": 0.1},
+              "cluster": {"children_per_replica": 2, "cpus_per_child": 0},
+              "budget": {"children": 500}, "logging": {"tensorboard": False}},
+             evaluator=lambda arch: time.sleep(0.2) or arch["a"] / 100, run_dir=sys.argv[1], address=sys.argv[2],
+             progress=False)
+"""
+
+
+def test_ctrl_c_stops_a_python_search_as_in_a_terminal_and_resume_continues_it(ray_session, tmp_path):
+    run_dir = tmp_path / "run"
+    search = subprocess.Popen([sys.executable, "-c", CTRL_C_SEARCH, str(run_dir), ray_session], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and search.poll() is None:
+            if (run_dir / "results.sqlite").exists() and query(run_dir, "SELECT COUNT(*) FROM children")[0][0] >= 4:
+                break
+            time.sleep(0.2)
+        search.send_signal(signal.SIGINT)
+        _, err = search.communicate(timeout=120)
+    finally:
+        search.kill()
+    assert f"nasps: interrupted; finished children are kept in {run_dir}; nasps.resume(" in err, err[-2000:]
+    assert (run_dir / "checkpoint.pt").is_file(), err[-3000:]
+    trained = query(run_dir, "SELECT COUNT(*) FROM children WHERE cached = 0")[0][0]
+    assert 4 <= trained < 500
+    run = nasps.resume(run_dir, evaluator=lambda arch: arch["a"] / 100, budget={"children": trained + 3},
+                       progress=False)
+    children = [c for c in run.children() if not c.cached]
+    assert len(children) == trained + 3 and all(c.reward == c.arch["a"] / 100 for c in children)

@@ -31,6 +31,9 @@ def test_distributed_search_stores_every_child_and_counts_pushes(ray_session, tm
                                  "cpus_per_child": 0.25,
                                  "runtime_env": {"env_vars": {"NASPS_TOY_DIR": str(tmp_path)}}},
                         evaluator={"type": "python", "target": "tests.toys:match_fraction_counted"},
+                        # Screening passes over trained architectures, so repeats would be rare; as
+                        # drawn, the policy repeats itself, and those repeats must not be trained.
+                        strategy={"type": "reinforce", "learning_rate": 0.2, "screening": {"candidates": 1}},
                         budget={"children": 24})
     summary = run_search(config, tmp_path / "run")
     rows, pushes = rows_of(tmp_path / "run")
