@@ -75,13 +75,14 @@ def load(run_dir: Union[str, Path]) -> "Run":
 
 
 def resolve_config(config: ConfigLike, evaluator: Optional[Callable] = None) -> Config:
-    """A validated ``Config`` from a path, a dict or a ``Config`` (checked again, as one built in
-    Python never went through the loader), with ``evaluator`` as its python evaluator."""
+    """A validated ``Config`` from a path, a dict or a ``Config`` (checked when it was made),
+    with ``evaluator`` as its python evaluator."""
     function = None
     if isinstance(config, (str, Path)):
         config = load_config(config)
     if isinstance(config, Config):
-        function = getattr(config.evaluator, "function", None)
+        if evaluator is None:
+            return config
         config = config_to_dict(config)
     if not isinstance(config, Mapping):
         raise UserInputError(f"config: must be a YAML path, a mapping or a nasps.Config, not {type(config).__name__}")
