@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
-from nasps.config import Config, PythonEvaluatorConfig, config_from_dict, config_to_dict, load_config
+from nasps.config import Config, config_from_dict, config_to_dict, load_config
 from nasps.errors import MissingExtra, SearchFailed, Terminated, UserInputError
 from nasps.evaluators import check_runnable
-from nasps.state.rundir import default_run_dir, open_for_resume, prepare_run_dir, trained_and_in_flight
+from nasps.state.rundir import BudgetMet, check_budget_left, default_run_dir, open_for_resume, prepare_run_dir
 from nasps.state.store import STORE_NAME, ChildRow, ResultsStore, ranked_children
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def search(config: ConfigLike, *, run_dir: Union[str, Path, None] = None, evalua
     ``run_dir`` defaults to ``runs/<time>``. Ctrl-C stops it with what finished kept, as in a
     terminal, and ``nasps.resume(run_dir)`` continues it."""
     config = resolve_config(config, evaluator)
-    _check_runnable(config)
+    check_search(config)
     run_dir = prepare_run_dir(run_dir or default_run_dir())
     _run(config, run_dir, address, progress, resume=False)
     return Run(run_dir)
@@ -54,15 +54,11 @@ def resume(run_dir: Union[str, Path], *, evaluator: Optional[Callable] = None, a
     settings = [f"{key}={json.dumps(value, default=str)}" for key, value in _dotted(overrides)]
 
     def check(config: Config) -> None:
-        _check_runnable(_with_function(config, evaluator))
-        trained, in_flight = trained_and_in_flight(run_dir)
-        if trained >= config.budget.children and not in_flight:
-            raise _BudgetMet(f"{run_dir} has trained {trained} children and budget.children is "
-                             f"{config.budget.children}; nasps.resume(run_dir, budget={{'children': N}}) "
-                             "with a larger N continues it")
+        check_search(_with_function(config, evaluator))
+        check_budget_left(run_dir, config.budget.children, "nasps.resume(run_dir, budget={'children': N})")
     try:
         config = _with_function(open_for_resume(run_dir, settings, check=check), evaluator)
-    except _BudgetMet as met:
+    except BudgetMet as met:
         log.warning("nasps: nothing to do: %s", met)
         return Run(run_dir)
     _run(config, run_dir, address, progress, resume=True)
@@ -94,20 +90,24 @@ def resolve_config(config: ConfigLike, evaluator: Optional[Callable] = None) -> 
         if not isinstance(section, Mapping):
             raise UserInputError(f"evaluator: must be a mapping, got {section!r}")
         section = dict(section)
-        if section.get("type", "python") != "python":
-            raise UserInputError(f"evaluator: a callable replaces the target of a python evaluator; "
-                                 f"evaluator.type is {section['type']}")
+        _needs_python_evaluator(section.get("type", "python"))
         from nasps.evaluators.python import target_of
         raw["evaluator"] = {**section, "target": target_of(evaluator)}
         function = evaluator
     return _with_function(config_from_dict(raw), function)
 
 
-def _check_runnable(config: Config) -> None:
-    """Everything the search needs, checked before its run directory is touched."""
+def check_search(config: Config, *, connect: bool = True) -> None:
+    """What a search needs beyond its config's own text, checked before its run directory is
+    touched: the evaluator imports and its data is there, MLflow is installed and (``connect``)
+    takes the tracking URI, and a callable evaluator can travel to the workers. ``nasps validate``
+    does not connect: MLflow's client makes a file store's folders."""
     if config.logging.mlflow is not None:
-        from nasps.views.mlflow_log import check_mlflow
-        check_mlflow(config)
+        from nasps.views.mlflow_log import check_mlflow, require_mlflow
+        if connect:
+            check_mlflow(config)
+        else:
+            require_mlflow()
     check_runnable(config.evaluator)
     function = getattr(config.evaluator, "function", None)
     if function is not None:
@@ -118,14 +118,14 @@ def _check_runnable(config: Config) -> None:
 def _with_function(config: Config, function: Optional[Callable]) -> Config:
     if function is None:
         return config
-    if not isinstance(config.evaluator, PythonEvaluatorConfig):
-        raise UserInputError(f"evaluator: a callable replaces the target of a python evaluator; "
-                             f"evaluator.type is {config.evaluator.type}")
+    _needs_python_evaluator(config.evaluator.type)
     return dataclasses.replace(config, evaluator=dataclasses.replace(config.evaluator, function=function))
 
 
-class _BudgetMet(Exception):
-    pass
+def _needs_python_evaluator(evaluator_type: str) -> None:
+    if evaluator_type != "python":
+        raise UserInputError(f"evaluator: a callable replaces the target of a python evaluator; "
+                             f"evaluator.type is {evaluator_type}")
 
 
 def _dotted(overrides: Mapping[str, Any]) -> list[tuple[str, Any]]:

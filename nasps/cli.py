@@ -111,7 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _validate(args) -> int:
     config = load_config(args.config, args.overrides)
-    _check_runnable(config, args.config)
+    _check_search(config, args.config, connect=False)
     print(f"{args.config}: ok")
     return 0
 
@@ -122,34 +122,16 @@ def _schema(args) -> int:
     return 0
 
 
-def _check_runnable(config, path: str) -> None:
-    """Checks that need more than the config's own text: the evaluator must import, the
-    dataset must be there, MLflow must be installed when the search logs to it."""
-    from nasps.evaluators import check_runnable
+def _check_search(config, path: str, connect: bool = True) -> None:
+    from nasps.api import check_search
     try:
-        if config.logging.mlflow is not None:
-            from nasps.views.mlflow_log import require_mlflow
-            require_mlflow()
-        check_runnable(config.evaluator)
+        check_search(config, connect=connect)
     except UserInputError as exc:
         raise UserInputError(f"{path}: {exc}") from None
 
 
-class _NothingToDo(Exception):
-    """A resumed search whose budget is already met."""
-
-
-def _check_resume(config, run_dir: str) -> None:
-    from nasps.state.rundir import trained_and_in_flight
-    _check_runnable(config, run_dir)
-    trained, in_flight = trained_and_in_flight(run_dir)
-    if trained >= config.budget.children and not in_flight:
-        raise _NothingToDo(f"{run_dir} has trained {trained} children and budget.children is "
-                           f"{config.budget.children}; --set budget.children=N with a larger N continues it")
-
-
 def _search(args) -> int:
-    from nasps.state.rundir import default_run_dir, open_for_resume, prepare_run_dir
+    from nasps.state.rundir import BudgetMet, check_budget_left, default_run_dir, open_for_resume, prepare_run_dir
     from nasps.views.report import format_report, summarize
 
     if (args.config is None) == (args.resume is None):
@@ -157,15 +139,18 @@ def _search(args) -> int:
     if args.resume and args.run_dir:
         raise UserInputError("--run-dir: a resumed search stays in its own directory (--resume RUN_DIR)")
     if args.resume:
+        def check(config) -> None:
+            _check_search(config, args.resume)
+            check_budget_left(args.resume, config.budget.children, "--set budget.children=N")
         try:
-            config = open_for_resume(args.resume, args.overrides, check=lambda c: _check_resume(c, args.resume))
-        except _NothingToDo as done:
+            config = open_for_resume(args.resume, args.overrides, check=check)
+        except BudgetMet as done:
             print(f"nasps: nothing to do: {done}")
             return 0
         run_dir = Path(args.resume)
     else:
         config = load_config(args.config, args.overrides)
-        _check_runnable(config, args.config)
+        _check_search(config, args.config)
         run_dir = prepare_run_dir(args.run_dir or default_run_dir())
 
     from nasps.progress import ProgressView, sample_cap_note, starting_line, stop_problem

@@ -115,10 +115,18 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def trained_and_in_flight(run_dir: str | Path) -> tuple[int, int]:
-    """How many children the search in ``run_dir`` has trained, and how many it left in flight."""
+class BudgetMet(Exception):
+    """A resumed search whose budget is already trained: there is nothing to do."""
+
+
+def check_budget_left(run_dir: str | Path, children: int, how_to_raise: str) -> None:
+    """Raise BudgetMet when the search in ``run_dir`` has trained ``children`` and left none in
+    flight; ``how_to_raise`` tells the user how to give it a larger budget."""
     store = ResultsStore(Path(run_dir) / STORE_NAME, readonly=True)
     try:
-        return store.count("cached = 0"), len(store.pending())
+        trained, in_flight = store.count("cached = 0"), len(store.pending())
     finally:
         store.close()
+    if trained >= children and not in_flight:
+        raise BudgetMet(f"{run_dir} has trained {trained} children and budget.children is {children}; "
+                        f"{how_to_raise} with a larger N continues it")
