@@ -4,6 +4,7 @@ when make test runs two), toy configs."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import sqlite3
 import sys
@@ -19,6 +20,12 @@ from tests.ray_nodes import free_port, start_node, stop_node, wait_for
 # Ray's token authentication stays on, and a client joining a cluster by address must say so
 # before Ray is first imported (Ray reads it once).
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+    # A token of the test session's own: `ray start` (the two-node tests) refuses to start without
+    # one, while ray.init() would write one to ~/.ray, so on a fresh machine the order decided.
+    _token = Path(tempfile.mkdtemp(prefix="nasps-test-token-")) / "auth_token"
+    _token.write_text(secrets.token_hex(32))
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(_token)
 
 ROOT = Path(__file__).resolve().parent.parent
 NASPS = [sys.executable, "-m", "nasps"]
