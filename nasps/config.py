@@ -951,9 +951,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; users mean a number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: must be a number, got {_kind(value)} {value!r}")
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise ConfigError(f"{key}: must be a finite number, got an integer too large for one") from None
+        if not math.isfinite(number):
             raise ConfigError(f"{key}: must be a finite number, got {value!r}")
-        return float(value)
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: must be a string, got {_kind(value)} {value!r}")
@@ -999,8 +1003,9 @@ def _convert_union(value: Any, args: tuple, key: str) -> Any:
         return _build(by_type[chosen], value, key)
     if bool in options and isinstance(value, bool):
         return value
-    if float in options and isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{key}: must be a finite number, got {value!r}")  # not "must be a number"
+    if float in options and isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and not (int in options and isinstance(value, int)):
+        return _convert(value, float, key)  # its own line (not finite) says more than "must be a number or null"
     for option_type in options:
         if option_type is bool:
             continue

@@ -68,6 +68,8 @@ def test_key_of_another_type_is_unknown():
     ({"seed": -1}, None, "seed: must be >= 0, got -1"),
     ({"strategy": {"adam_betas": [0.9]}}, None, "strategy.adam_betas: must be a list of 2 values, got 1"),
     ({"strategy": {"adam_betas": [0.9, 1.5]}}, None, "strategy.adam_betas[1]: must be in [0, 1), got 1.5"),
+    ({"strategy": {"learning_rate": 10 ** 400}}, None,
+     "strategy.learning_rate: must be a finite number, got an integer too large for one"),
 ])
 def test_wrong_types_and_ranges_name_the_key(section, value, expected):
     assert error_of(base() | section) == expected
