@@ -6,7 +6,7 @@ each pair it prints the epochs trained, the wall time and the validation accurac
 child with the best reward, then the ratios over the seeds. Target: at most 0.6 of the
 epochs, and the best child within 0.5 points.
 
-    python bench/early_stopping.py [--seeds 0 1 2] [--children 120] [--set KEY=VALUE ...]
+    python bench/early_stopping.py [--seeds 0 1 2] [--children 120] [--set KEY=VALUE ...] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--children", type=int, default=None, help="budget (default: the config's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of both searches")
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="keep the run directories there (default: a temporary folder)")
     args = parser.parse_args()
     base = yaml.safe_load(DEFAULT.read_text())
     if args.children:
@@ -56,6 +58,9 @@ def main() -> None:
           f"{'best child':>10}  {'best val':>8}   (accuracy of the best-reward child, and the best of all, %)")
     ratios: dict[str, list[float]] = {"epochs": [], "wall": [], "best": [], "top": []}
     with tempfile.TemporaryDirectory(prefix="nasps-early-") as tmp:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = args.keep
         for seed in args.seeds:
             found = {}
             for label, early in (("off", None), ("median rule", {})):

@@ -341,9 +341,9 @@ StrategyConfig = Union[ReinforceStrategyConfig, RandomStrategyConfig, EvolutionS
 @dataclass(frozen=True, kw_only=True)
 class EarlyStoppingConfig:
     """Stops a child whose validation score after epoch e is below a quantile of the scores the
-    run's earlier children had after epoch e (Google Vizier's median stopping rule at 0.5). A
-    python evaluator's epochs are the steps it reports. The defaults are those of Optuna's
-    median pruner: from the first epoch on, once 5 children have a score there."""
+    run's earlier children of its depth had after epoch e (Google Vizier's median stopping rule
+    at 0.5). A python evaluator's epochs are the steps it reports. The defaults are those of
+    Optuna's median pruner: from the first epoch on, once 5 children have a score there."""
 
     grace_epochs: int = option(1, "epochs every child trains before it may be stopped", min=1)
     keep_quantile: float = option(

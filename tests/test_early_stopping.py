@@ -49,21 +49,46 @@ def test_thresholds_from_the_stores_curves_worked_out_by_hand_and_after_a_resume
         ledger.record(arch, ChildResult(status, reward, {"curve": curve}, None, "w", 0.0, 1.0), 0, None)
     # Epoch 1 is within the grace. Epoch 2: the median of 0.2, 0.4, 0.6, 0.8 is 0.5. Epoch 3:
     # of 0.5, 0.9, 0.7 (the stopped child never had a score there), 0.7.
-    assert ledger.thresholds() == pytest.approx({2: 0.5, 3: 0.7})
+    assert ledger.thresholds() == {None: pytest.approx({2: 0.5, 3: 0.7})}  # no curriculum: one depth
     # A repeat reuses a stopped child's result, and adds no curve.
     assert ledger.admit([toy(a=2, d=1)])[0].kind == "cached"
     ledger.close()
     # Rebuilt from the store, as a resumed search's ledger is.
     again = Ledger(ResultsStore(tmp_path / "run" / "results.sqlite"), 10, 100,
                    early_stopping=config.evaluator.early_stopping)
-    assert again.thresholds() == pytest.approx({2: 0.5, 3: 0.7})
+    assert again.thresholds() == {None: pytest.approx({2: 0.5, 3: 0.7})}
     # Fewer than min_children at an epoch: no threshold there; no rule: none anywhere.
     strict = config_from_dict({"space": TOY_SPACE,
                                "evaluator": {**CURVE, "early_stopping": {**RULE, "min_children": 4}}})
     again.early_stopping = strict.evaluator.early_stopping
-    assert again.thresholds() == pytest.approx({2: 0.5})
+    assert again.thresholds() == {None: pytest.approx({2: 0.5})}
     again.early_stopping = None
     assert again.thresholds() == {}
+    again.close()
+
+
+def test_children_are_held_to_the_thresholds_of_their_own_depth(tmp_path):
+    """A depth curriculum's deeper children come later and learn at another pace: each depth has
+    its own thresholds, from its own children, once min_children of them have a score."""
+    config = toy_config(evaluator={**CURVE, "early_stopping": RULE})
+    store = open_new_store(tmp_path / "run", config)
+    ledger = Ledger(store, 10, 100, early_stopping=config.evaluator.early_stopping)
+    shallow = [[[1, 0.1], [2, 0.2]], [[1, 0.2], [2, 0.3]], [[1, 0.3], [2, 0.4]], [[1, 0.4], [2, 0.6]]]
+    deep = [[[1, 0.5], [2, 0.7]], [[1, 0.6], [2, 0.9]], [[1, 0.7], [2, 0.8]]]
+    for depth, curves in ((2, shallow), (3, deep)):
+        for a, curve in enumerate(curves):
+            arch = Architecture.from_value("categorical", {**TARGET, "a": a, "d": depth}, depth=depth)
+            assert ledger.admit([arch])[0].kind == "run"
+            ledger.record(arch, ChildResult("ok", curve[-1][1], {"curve": curve}, None, "w", 0.0, 1.0), 0, None)
+    # Depth 2: the median of 0.2, 0.3, 0.4, 0.6 is 0.35; depth 3: of 0.7, 0.9, 0.8, 0.8. All seven
+    # together have 0.6: a depth-2 child at 0.5 would stop and a depth-3 child at 0.65 go on; by
+    # depth it is the other way round.
+    expected = {2: pytest.approx({2: 0.35}), 3: pytest.approx({2: 0.8})}
+    assert ledger.thresholds() == expected
+    ledger.close()
+    again = Ledger(ResultsStore(tmp_path / "run" / "results.sqlite"), 10, 100,
+                   early_stopping=config.evaluator.early_stopping)
+    assert again.thresholds() == expected  # a resume rebuilds them from the store's depths
     again.close()
 
 

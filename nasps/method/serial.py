@@ -58,7 +58,8 @@ def run_serial(config: Config, run_dir: str | Path) -> tuple[Progress, Parameter
             # Trained children first, so a repeat within the batch can reuse their result.
             for i, (arch, admission) in enumerate(zip(archs, admissions)):
                 if admission.kind == "run":
-                    outcomes[i] = ledger.record(arch, run_child(evaluator, arch, ledger.thresholds()), 0, version)
+                    result = run_child(evaluator, arch, ledger.thresholds().get(arch.depth, {}))
+                    outcomes[i] = ledger.record(arch, result, 0, version)
             for i, (arch, admission) in enumerate(zip(archs, admissions)):
                 if admission.kind in ("cached", "wait"):
                     outcomes[i] = ledger.record_cached(arch, 0, version)

@@ -72,7 +72,7 @@ class WorkerPool:
         self.on_worker = [deque() for _ in range(size)]  # children sent to each: the first trains
         self.failed_starts = [0] * size
         self.queue: deque[Child] = deque()  # admitted to run, waiting for room on a worker
-        self.thresholds: dict[int, float] = {}  # early stopping's, as the recorder last said
+        self.thresholds: dict = {}  # early stopping's by depth, as the recorder last said
         self.durations: deque[float] = deque(maxlen=200)  # of children that finished ok
         self.median_s = 0.0
         self.replaced = self.timeouts = 0
@@ -116,7 +116,7 @@ class WorkerPool:
             if not self.on_worker[w]:
                 child.started = time.time()
             self.on_worker[w].append(child)
-            child.ref = self.workers[w].evaluate.remote(child.arch, self.thresholds)
+            child.ref = self.workers[w].evaluate.remote(child.arch, self.thresholds.get(child.arch.depth, {}))
             self.calls[child.ref] = ("train", child)
 
     def handle(self, ref) -> list[tuple[Child, ChildResult]]:

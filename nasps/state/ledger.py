@@ -78,7 +78,7 @@ class Admitted:
     outcomes: tuple[Outcome, ...] = ()
     recent: tuple["Member", ...] = ()  # the recent children the replica has not seen yet
     recent_end: int = 0  # how many children have ever joined the recent ones, these included
-    thresholds: tuple[tuple[int, float], ...] = ()  # early stopping's (epoch, threshold) in force
+    thresholds: tuple = ()  # early stopping's (depth, {epoch: threshold}) in force
 
 
 @dataclass(frozen=True)
@@ -145,12 +145,13 @@ class Ledger:
         self.recent: deque[Member] = deque(maxlen=recent)
         self.recent_end = 0  # children that ever joined `recent`
         self.early_stopping = early_stopping
-        self._scores: dict[int, list[float]] = {}  # epoch -> trained children's scores there, sorted
+        # (depth, epoch) -> the scores trained children of that depth had there, sorted
+        self._scores: dict[tuple[Optional[int], int], list[float]] = {}
         rows = store.children()
         for row in rows:
             since = run_started_at is None or (row.finished_at or 0.0) >= run_started_at
             outcome = Outcome(row.id, row.status, row.reward, row.cached, row.error)
-            self._note(row.arch_hash, outcome, reusable_failure=since, metrics=row.metrics)
+            self._note(row.arch_hash, outcome, reusable_failure=since, metrics=row.metrics, depth=row.depth)
             self._join_recent(row.arch, outcome)
         self.progress.failures_in_a_row, self.progress.last_error = 0, None  # a streak is per driver run
         self.max_failures = max_consecutive_failures
@@ -261,7 +262,7 @@ class Ledger:
                 if arch in running:
                     running.remove(arch)
                     break
-            self._note(arch.hash, outcome, metrics=metrics)
+            self._note(arch.hash, outcome, metrics=metrics, depth=arch.depth)
             self._join_recent(arch, outcome)
             outcomes[k] = outcome
         return outcomes
@@ -319,15 +320,18 @@ class Ledger:
         newest_first = itertools.islice(reversed(self.recent), max(new, 0))
         return tuple(reversed(tuple(newest_first))), self.recent_end
 
-    def thresholds(self) -> dict[int, float]:
-        """{epoch: the score below which a child stops after that epoch}: the keep_quantile of
-        the scores the trained children had there, from grace_epochs on, where min_children
-        have one (empty without early stopping)."""
+    def thresholds(self) -> dict[Optional[int], dict[int, float]]:
+        """{depth: {epoch: the score below which a child of that depth stops after that epoch}}:
+        the keep_quantile of the scores the trained children of its depth had there, from
+        grace_epochs on, where min_children have one (empty without early stopping). By depth,
+        because a depth curriculum's deeper children come later and learn at another pace: the
+        shallow ones of the search's start would set the bar too low for them."""
         rule = self.early_stopping
-        if rule is None:
-            return {}
-        return {epoch: quantile(scores, rule.keep_quantile) for epoch, scores in self._scores.items()
-                if epoch >= rule.grace_epochs and len(scores) >= rule.min_children}
+        thresholds: dict[Optional[int], dict[int, float]] = {}
+        for (depth, epoch), scores in (self._scores.items() if rule is not None else ()):
+            if epoch >= rule.grace_epochs and len(scores) >= rule.min_children:
+                thresholds.setdefault(depth, {})[epoch] = quantile(scores, rule.keep_quantile)
+        return thresholds
 
     @property
     def done(self) -> bool:
@@ -337,7 +341,7 @@ class Ledger:
         return self.progress.stop_reason is not None or self.progress.trained >= self.budget
 
     def _note(self, arch_hash: str, outcome: Outcome, reusable_failure: bool = True,
-              metrics: Optional[Mapping[str, Any]] = None) -> None:
+              metrics: Optional[Mapping[str, Any]] = None, depth: Optional[int] = None) -> None:
         p = self.progress
         if outcome.cached:
             p.cached += 1
@@ -347,7 +351,7 @@ class Ledger:
             if self.early_stopping is not None and outcome.status in SCORED:
                 for epoch, score in (metrics or {}).get("curve", ()):
                     if math.isfinite(score):
-                        bisect.insort(self._scores.setdefault(int(epoch), []), score)
+                        bisect.insort(self._scores.setdefault((depth, int(epoch)), []), score)
             if outcome.status in SCORED or (outcome.status in FAILURES and reusable_failure):
                 self._reusable.setdefault(arch_hash, outcome)
         self._statuses[outcome.status] += 1
