@@ -21,7 +21,10 @@ from tests.conftest import NASPS, ROOT, toy_config
 # from that checkpoint, which the driver writes before any shard starts.
 FAULTS = [(0, "driver"), (0, "shard"), (6, "worker"), (10, "recorder"), (14, "replica"), (18, "shard"), (26, "driver"),
           (32, "replica")]
-BUDGET = 48  # the last kill, at 32, leaves 16 children to go: time for it on a loaded machine
+# The last kill, at 32, leaves 28 children to go (2 s or more): time to find the replica's
+# process and kill it before the search ends, on a loaded machine too. (With 16 to go it was
+# missed in 2 of 4 full runs here.)
+BUDGET = 60
 
 
 def test_every_fault_in_one_search(tmp_path):
