@@ -19,7 +19,7 @@ search: install
 # Two test processes, each with its own shared Ray (tests/conftest.py), one test file at a time:
 # most of the suite waits on Ray and on child processes, so two keep a 2-core machine busy.
 test: install
-	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile
 
 bench: install
 	$(BIN)/python bench/orchestration.py

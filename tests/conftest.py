@@ -38,19 +38,6 @@ TOY_SPACE = {"type": "categorical", "decisions": [
 ]}
 
 
-# The files whose searches take longest, run first: under make test's two processes (one file at
-# a time each) the long ones then overlap, and the short ones fill in at the end. Measured with
-# pytest --durations; a file missing here only runs later.
-SLOWEST_FIRST = ["test_rolling.py", "test_runtime.py", "test_placement.py", "test_faults.py", "test_resume.py",
-                 "test_examples.py", "test_api.py", "test_cluster.py", "test_cli.py", "test_board.py",
-                 "test_evolution.py"]
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
-
-
 def toy_config(**sections):
     """A small valid config over the toy space; keyword arguments replace whole sections."""
     raw = {"space": TOY_SPACE,
