@@ -327,8 +327,10 @@ class Ledger:
         because a depth curriculum's deeper children come later and learn at another pace: the
         shallow ones of the search's start would set the bar too low for them."""
         rule = self.early_stopping
+        if rule is None:
+            return {}
         thresholds: dict[Optional[int], dict[int, float]] = {}
-        for (depth, epoch), scores in (self._scores.items() if rule is not None else ()):
+        for (depth, epoch), scores in self._scores.items():
             if epoch >= rule.grace_epochs and len(scores) >= rule.min_children:
                 thresholds.setdefault(depth, {})[epoch] = quantile(scores, rule.keep_quantile)
         return thresholds
