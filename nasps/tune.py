@@ -49,6 +49,7 @@ from nasps.method.parameter_server import ParameterShard
 from nasps.method.serial import adam_settings
 from nasps.policies import build_policy
 from nasps.spaces import Architecture, build_space
+from nasps.state.checkpoint import as_tensors
 from nasps.state.ledger import Member, Outcome
 
 log = logging.getLogger(__name__)
@@ -222,7 +223,7 @@ class NaspsSearcher(Searcher):
     @property
     def params(self) -> torch.Tensor:
         """The policy's parameters now (a copy)."""
-        return self.shard.pull()[0]
+        return torch.from_numpy(self.shard.pull()[0])
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -230,7 +231,7 @@ class NaspsSearcher(Searcher):
         """Everything a restored searcher continues from: the policy and its Adam state, the
         controller, the architectures sampled or in flight and the results not learnt from yet."""
         return {"format": FORMAT, "config": config_to_dict(self.config), "metric": self._metric, "mode": self._mode,
-                "shard": self.shard.state_dict(), "controller": self.controller.state_dict(),
+                "shard": as_tensors(self.shard.state_dict()), "controller": self.controller.state_dict(),
                 "queue": [_child_state(c) for c in self.queue],
                 "running": {trial: _child_state(c) for trial, c in self.running.items()},
                 "finished": [(_child_state(c), vars(o)) for c, o in self.finished],

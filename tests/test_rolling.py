@@ -62,7 +62,7 @@ def replay(config, rows) -> torch.Tensor:
                   for r in fed]
         params, version = shard.pull()
         shard.push("0", seq, controller.gradient(params, scored), version)
-    return shard.pull()[0]
+    return torch.from_numpy(shard.pull()[0])
 
 
 @pytest.mark.parametrize("rounds", ["rolling", "barrier"])

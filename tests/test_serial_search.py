@@ -4,6 +4,7 @@ more than 0.9 probability on it within a stated budget and beats random search."
 import statistics
 
 import pytest
+import torch
 
 from nasps.method.serial import run_serial
 from nasps.policies import build_policy
@@ -19,7 +20,8 @@ def best_probability(config, params) -> float:
     """P(the toy's one best architecture) under the config's policy at ``params``."""
     space = build_space(config.space)
     policy = build_policy(config.strategy, space.decisions())
-    log_prob, _ = policy.log_probs(params, [space.encode(Architecture.from_value("categorical", TARGET))])
+    best = space.encode(Architecture.from_value("categorical", TARGET))
+    log_prob, _ = policy.log_probs(torch.as_tensor(params), [best])
     return float(log_prob.exp())
 
 

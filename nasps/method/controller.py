@@ -80,13 +80,15 @@ class Controller:
                                 m.reward))
         self.known = max(self.known, end)
 
-    def sample(self, params: torch.Tensor, samples: int = 0,
+    def sample(self, params, samples: int = 0,
                n: Optional[int] = None) -> tuple[SampledBatch, list[Architecture]]:
-        """n architectures (default m); ``samples`` (children sampled so far, all replicas
+        """n architectures (default m) from the policy's flat parameters ``params`` (a shard's
+        numpy array, or a tensor); ``samples`` (children sampled so far, all replicas
         together) sets the depth in force when the space has a curriculum. Evolution proposes
         from its population (the recent children) instead of the policy."""
         length = len(self.space.decisions(self.space.depth_at(samples)))
         n = self.m if n is None else n
+        params = torch.as_tensor(params)
         if self.evolution is not None:
             actions = self.evolution.propose(list(self.recent), n, length, self.generator)
             batch = SampledBatch(tuple(actions), (0.0,) * n, (0.0,) * n)  # no policy: nothing to score
@@ -131,12 +133,12 @@ class Controller:
                 scored.append(Scored(tuple(a), failure_reward, outcome.id))
         return scored
 
-    def gradient(self, params: torch.Tensor, scored: Sequence[Scored]) -> Optional[torch.Tensor]:
+    def gradient(self, params, scored: Sequence[Scored]) -> Optional[torch.Tensor]:
         """The loss gradient for these rewards (None when there is nothing to learn from)."""
         if not scored or not self.learns:
             return None
         s: ReinforceStrategyConfig = self.strategy
-        update = policy_gradient(self.policy, params, [x.actions for x in scored],
+        update = policy_gradient(self.policy, torch.as_tensor(params), [x.actions for x in scored],
                                  [x.reward for x in scored], self.baseline,
                                  baseline_decay=s.baseline_decay, entropy_weight=s.entropy_weight_in_force,
                                  normalize_advantages=s.normalize_advantages)

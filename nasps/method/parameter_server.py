@@ -2,8 +2,9 @@
 
 A shard applies each pushed gradient at once with Adam (its own moment estimates for its
 slice) and bumps its version. Pushes carry (replica id, sequence number), so a call that was
-retried after a lost reply is recognised and not applied twice. Plain Python: the runtime wraps
-this class in a Ray actor, and the serial search loop uses it directly.
+retried after a lost reply is recognised and not applied twice. Plain Python on numpy float32
+arrays, without torch: the runtime wraps this class in a Ray actor whose process then starts in
+a second instead of three, and the serial search loop uses it directly.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 def shard_bounds(num_params: int, num_shards: int) -> list[tuple[int, int]]:
@@ -27,30 +27,35 @@ def shard_bounds(num_params: int, num_shards: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def split_params(flat: torch.Tensor, bounds: list[tuple[int, int]]) -> list[torch.Tensor]:
-    return [flat[start:stop].clone() for start, stop in bounds]
+def as_floats(values) -> np.ndarray:
+    """A float32 copy of a vector: a numpy array, a list or a torch tensor (taken by its
+    ``numpy()``, so that this module needs no torch)."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.array(values, dtype=np.float32).reshape(-1)
 
 
-def join_params(slices: list) -> torch.Tensor:
-    """One flat float32 tensor that owns its data, from tensors or (read-only) numpy arrays."""
-    if not slices:
-        return torch.zeros(0)
-    return torch.from_numpy(np.concatenate([np.asarray(s, dtype=np.float32) for s in slices]))
+def split_params(flat, bounds: list[tuple[int, int]]) -> list[np.ndarray]:
+    flat = as_floats(flat)
+    return [flat[start:stop].copy() for start, stop in bounds]
 
 
-def to_wire(values: torch.Tensor) -> bytes:
+def join_params(slices: list) -> np.ndarray:
+    """One flat float32 array that owns its data, from arrays (read-only ones too) or tensors."""
+    return np.concatenate([as_floats(s) for s in slices]) if slices else np.zeros(0, np.float32)
+
+
+def to_wire(values) -> bytes:
     """A slice as bytes for a Ray call: for the small slices of a policy, Ray sends bytes for a
     fraction of what a numpy array's out-of-band path costs it (about 150 us less a call)."""
-    return values.detach().to(torch.float32).numpy().tobytes()
+    return as_floats(values).tobytes()
 
 
-def from_wire(data) -> torch.Tensor:
-    """A slice from ``to_wire`` bytes (or any float array: tests and callers may pass numpy)."""
+def from_wire(data) -> np.ndarray:
+    """A slice from ``to_wire`` bytes (or any float vector: tests and callers may pass arrays)."""
     if isinstance(data, (bytes, bytearray, memoryview)):
-        if len(data) == 0:  # a shard with an empty slice (more shards than parameters)
-            return torch.zeros(0)
-        return torch.frombuffer(bytearray(data), dtype=torch.float32)
-    return torch.tensor(np.asarray(data, dtype=np.float32))
+        return np.frombuffer(data, dtype=np.float32).copy()
+    return as_floats(data)
 
 
 @dataclass(frozen=True)
@@ -74,46 +79,46 @@ class PushReceipt:
 class ParameterShard:
     """One slice of the policy's parameters with its Adam state and version."""
 
-    def __init__(self, index: int, params: torch.Tensor, adam: AdamSettings):
+    def __init__(self, index: int, params, adam: AdamSettings):
         self.index = index
         self.adam = adam
-        self.params = params.detach().clone().to(torch.float32)
-        self.exp_avg = torch.zeros_like(self.params)
-        self.exp_avg_sq = torch.zeros_like(self.params)
+        self.params = as_floats(params)
+        self.exp_avg = np.zeros_like(self.params)
+        self.exp_avg_sq = np.zeros_like(self.params)
         self.version = 0
         self.epoch = 0
         self._receipts: dict[str, tuple[int, PushReceipt]] = {}  # replica -> (last seq, receipt)
 
-    def pull(self) -> tuple[torch.Tensor, int]:
-        return self.params.clone(), self.version
+    def pull(self) -> tuple[np.ndarray, int]:
+        return self.params.copy(), self.version
 
-    def push(self, replica: str, seq: int, gradient: torch.Tensor, version_pulled: int) -> PushReceipt:
+    def push(self, replica: str, seq: int, gradient, version_pulled: int) -> PushReceipt:
         """Apply one gradient unless this (replica, seq) was applied already."""
         last = self._receipts.get(replica)
         if last is not None and seq <= last[0]:
             previous = last[1]
             return PushReceipt(previous.version, previous.staleness, applied=False, epoch=self.epoch)
+        gradient = as_floats(gradient)
         if gradient.shape != self.params.shape:
             raise ValueError(f"shard {self.index}: gradient of shape {tuple(gradient.shape)}, "
                              f"expected {tuple(self.params.shape)}")
         # A shard restored from a checkpoint is behind versions pulled before its restore.
         staleness = max(0, self.version - version_pulled)
-        adam_step(self.params, self.exp_avg, self.exp_avg_sq, gradient.to(torch.float32),
-                  self.version + 1, self.adam)
+        adam_step(self.params, self.exp_avg, self.exp_avg_sq, gradient, self.version + 1, self.adam)
         self.version += 1
         receipt = PushReceipt(self.version, staleness, applied=True, epoch=self.epoch)
         self._receipts[replica] = (seq, receipt)
         return receipt
 
-    def push_and_pull(self, replica: str, seq: int, gradient: torch.Tensor,
-                      version_pulled: int) -> tuple[PushReceipt, torch.Tensor, int]:
+    def push_and_pull(self, replica: str, seq: int, gradient,
+                      version_pulled: int) -> tuple[PushReceipt, np.ndarray, int]:
         """A push whose reply is also the next pull: saves a replica one round trip per round."""
         receipt = self.push(replica, seq, gradient, version_pulled)
         return (receipt, *self.pull())
 
     def state_dict(self) -> dict:
-        return {"index": self.index, "params": self.params.clone(), "exp_avg": self.exp_avg.clone(),
-                "exp_avg_sq": self.exp_avg_sq.clone(), "version": self.version,
+        return {"index": self.index, "params": self.params.copy(), "exp_avg": self.exp_avg.copy(),
+                "exp_avg_sq": self.exp_avg_sq.copy(), "version": self.version,
                 "receipts": {r: (s, vars(rec)) for r, (s, rec) in self._receipts.items()}}
 
     def load_state_dict(self, state: dict, epoch: int = 0) -> None:
@@ -122,22 +127,24 @@ class ParameterShard:
         epoch = max(epoch, self.epoch)
         self.epoch = epoch
         self.index = state["index"]
-        self.params = state["params"].clone()
-        self.exp_avg = state["exp_avg"].clone()
-        self.exp_avg_sq = state["exp_avg_sq"].clone()
+        self.params = as_floats(state["params"])
+        self.exp_avg = as_floats(state["exp_avg"])
+        self.exp_avg_sq = as_floats(state["exp_avg_sq"])
         self.version = state["version"]
         self._receipts = {r: (s, PushReceipt(**{**rec, "epoch": epoch})) for r, (s, rec) in state["receipts"].items()}
 
 
-def adam_step(param: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
-              grad: torch.Tensor, step: int, adam: AdamSettings) -> None:
+def adam_step(param: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
+              grad: np.ndarray, step: int, adam: AdamSettings) -> None:
     """One Adam update in place (Kingma & Ba 2015, Algorithm 1), step counted from 1.
 
-    Written in the same order of operations as ``torch.optim.Adam`` so the two agree closely.
+    Written in the same order of operations as ``torch.optim.Adam`` (float32 throughout) so
+    the two agree to rounding.
     """
-    exp_avg.lerp_(grad, 1.0 - adam.beta1)
-    exp_avg_sq.mul_(adam.beta2).addcmul_(grad, grad, value=1.0 - adam.beta2)
+    exp_avg += (1.0 - adam.beta1) * (grad - exp_avg)  # torch's lerp_ for a weight below 0.5
+    exp_avg_sq *= adam.beta2
+    exp_avg_sq += (1.0 - adam.beta2) * (grad * grad)
     bias_correction1 = 1.0 - adam.beta1 ** step
     bias_correction2 = 1.0 - adam.beta2 ** step
-    denom = (exp_avg_sq.sqrt() / bias_correction2 ** 0.5).add_(adam.eps)
-    param.addcdiv_(exp_avg, denom, value=-adam.learning_rate / bias_correction1)
+    denom = np.sqrt(exp_avg_sq) / bias_correction2 ** 0.5 + adam.eps
+    param += (-adam.learning_rate / bias_correction1) * (exp_avg / denom)

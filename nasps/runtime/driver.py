@@ -363,8 +363,9 @@ class _Search:
         states = ray.get([s.state_dict.remote() for s in self.shards])
         lost = self._ask("lost_updates")
         self._ask("close")
+        params = torch.from_numpy(join_params([s["params"] for s in states]))
         return SearchSummary(progress, time.time() - self.started, self.stats, [s["version"] for s in states],
-                             join_params([s["params"] for s in states]), states, ready_at, lost, self.restarts)
+                             params, states, ready_at, lost, self.restarts)
 
 
 class _SigtermAsInterrupt:

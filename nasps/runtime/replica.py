@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import numpy as np
 import ray
 import torch
 from ray.exceptions import RayActorError
@@ -100,7 +101,7 @@ class ControllerReplica:
         self.stopping = False  # the ledger admits nothing more
         self.halted = False  # the driver stops the search (stop())
         self.recovering = True  # children a stopped search or a dead replica left come first
-        self.params, self.versions = torch.zeros(0), []
+        self.params, self.versions = np.zeros(0, np.float32), []
         self.samples = 0  # children sampled by all replicas, as of this replica's last admission
 
     def ready(self) -> int:

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 from nasps.errors import UserInputError
@@ -25,11 +26,17 @@ CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = 1
 
 
+def as_tensors(state: dict) -> dict:
+    """A state dict with its numpy arrays (a shard's) as tensors, which
+    ``torch.load(weights_only=True)`` reads back; loading a shard accepts either."""
+    return {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+
+
 def save_checkpoint(run_dir: str | Path, shards: list[dict], replicas: dict[int, dict], updates: int) -> Path:
     path = Path(run_dir) / CHECKPOINT_NAME
     tmp = path.with_name(CHECKPOINT_NAME + ".tmp")
-    torch.save({"format": FORMAT, "shards": shards, "replicas": {str(k): v for k, v in replicas.items()},
-                "updates": updates, "saved_at": time.time()}, tmp)
+    torch.save({"format": FORMAT, "shards": [as_tensors(s) for s in shards],
+                "replicas": {str(k): v for k, v in replicas.items()}, "updates": updates, "saved_at": time.time()}, tmp)
     os.replace(tmp, path)
     return path
 
