@@ -26,14 +26,23 @@ def rows_of(run_dir):
         store.close()
 
 
+# The toy's decisions with fewer choices: 32 architectures, the toy's best among them.
+SMALL_SPACE = {"type": "categorical", "decisions": [
+    {"name": "a", "choices": [0, 1, 2, 3]}, {"name": "b", "choices": ["x", "y"]},
+    {"name": "c", "choices": [0.5, 0.9]}, {"name": "d", "choices": [3, 4]}]}
+
+
 def test_distributed_search_stores_every_child_and_counts_pushes(ray_session, tmp_path):
     config = toy_config(cluster={"parameter_servers": 2, "replicas": 2, "children_per_replica": 2,
                                  "cpus_per_child": 0.25,
                                  "runtime_env": {"env_vars": {"NASPS_TOY_DIR": str(tmp_path)}}},
                         evaluator={"type": "python", "target": "tests.toys:match_fraction_counted"},
-                        # Screening passes over trained architectures, so repeats would be rare; as
-                        # drawn, the policy repeats itself, and those repeats must not be trained.
-                        strategy={"type": "reinforce", "learning_rate": 0.2, "screening": {"candidates": 1}},
+                        # 24 distinct children of a space of 32 come with repeats (without any, 24
+                        # uniform draws do 5e-6 of the time), and those repeats must not be trained.
+                        # Screening would pass over trained architectures; a slow policy keeps the
+                        # draws spread (a fast one converges and hits the sample cap first).
+                        space=SMALL_SPACE,
+                        strategy={"type": "reinforce", "learning_rate": 0.02, "screening": {"candidates": 1}},
                         budget={"children": 24})
     summary = run_search(config, tmp_path / "run")
     rows, pushes = rows_of(tmp_path / "run")
