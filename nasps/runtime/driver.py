@@ -158,10 +158,12 @@ class _Search:
     def run(self, on_progress, poll_s: float) -> SearchSummary:
         try:
             self._start_recorder()
-            self._start_shards()
-            shard_states = ray.get([s.state_dict.remote() for s in self.shards])
+            shard_states, loading = self._start_shards()
+            # The replicas start (a process and torch each, seconds) while the shards load; none
+            # pulls parameters before its run(), which waits for the loads.
             self.replicas = [self._make_replica(k, self._controller_state(k, shard_states))
                              for k in range(self.cluster.replicas)]
+            ray.get(loading)
             ready_at = self._wait_until_ready(poll_s)
             self._follow(on_progress, poll_s)
         except KeyboardInterrupt:
@@ -185,15 +187,16 @@ class _Search:
             budget.max_consecutive_failures, self.started, self.config.strategy.recent_children,
             self.config.evaluator.early_stopping)
 
-    def _start_shards(self) -> None:
-        """The shards, from the checkpoint. A new search writes its version-0 checkpoint first,
-        so that a shard that dies before the first update restarts from it too (Ray restarts
-        shards and retries the calls in flight; pushes are idempotent)."""
+    def _start_shards(self) -> tuple[list[dict], list]:
+        """The shards, from the checkpoint: the states they load, and the calls that load them.
+        A new search writes its version-0 checkpoint first, so that a shard that dies before the
+        first update restarts from it too (Ray restarts shards and retries the calls in flight;
+        pushes are idempotent)."""
         space = build_space(self.config.space)
         policy = build_policy(self.config.strategy, space.decisions())
         self.bounds = shard_bounds(policy.num_params, self.cluster.parameter_servers if policy.learns else 1)
         if not policy.learns:
-            return
+            return [], []
         adam = adam_settings(self.config)
         states = self.checkpoint["shards"] if self.checkpoint else [
             ParameterShard(i, p, adam).state_dict()
@@ -214,8 +217,8 @@ class _Search:
             if lost:
                 log.warning("resuming: the policy continues from the last checkpoint; in all, %d shard "
                             "updates of this run have been lost to restores", lost)
-        ray.get([shard.load_state_dict.remote(state, epoch)
-                 for shard, state, epoch in zip(self.shards, states, epochs)])
+        return states, [shard.load_state_dict.remote(state, epoch)
+                        for shard, state, epoch in zip(self.shards, states, epochs)]
 
     def _make_replica(self, k: int, state: Optional[dict], generation: int = 0):
         # On the driver's node with the recorder and shards: a worker node that leaves takes
