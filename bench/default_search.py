@@ -31,8 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from nasps.evaluators import SCORED  # noqa: E402
-from nasps.views.plots import TOP_KS  # noqa: E402
-from nasps.views.report import load_run  # noqa: E402
+from nasps.views.report import TOP_KS, load_run  # noqa: E402
 
 DEFAULT = ROOT / "configs" / "default.yaml"
 PTB = ROOT.parent / "shared" / "data" / "ptb" / "ptb.train.txt"

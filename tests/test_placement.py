@@ -92,8 +92,8 @@ def intervals(rows: list) -> list[tuple[float, float]]:
 
 
 def test_a_quarter_gpu_each_packs_four_children_per_gpu(gpu_address, tmp_path):
-    rows = search(gpu_address, tmp_path, gpus_per_child=0.25, replicas=4, children_per_replica=4,
-                  children=48)
+    rows = search(gpu_address, tmp_path, gpus_per_child=0.25, replicas=2, children_per_replica=8,
+                  children=32)
     placed = gpus_of_workers(rows)
     assert all(len(ids) == 1 for ids in placed.values())  # every child saw exactly one GPU
     workers_on = defaultdict(set)

@@ -23,8 +23,8 @@ from nasps.evaluators import SCORED
 from nasps.spaces import shape_of
 from nasps.spaces.rnn_cell import cell_equations, node_inputs
 from nasps.state.store import ChildRow, ranked_children
+from nasps.views.report import TOP_KS
 
-TOP_KS = (1, 5, 15)  # the paper's control experiment plots the mean of the top 1, 5 and 15
 DPI = 150
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
          "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,

@@ -17,7 +17,9 @@ from nasps.errors import UserInputError
 from nasps.evaluators import headline
 from nasps.spaces import describe
 from nasps.state.store import STORE_NAME, ChildRow, PushRow, ResultsStore, ranked_children
-from nasps.views.plots import TOP_KS, RunData, label_of, metric_scale, write_plots
+
+# The paper's control experiment plots the mean of the top 1, 5 and 15 children.
+TOP_KS = (1, 5, 15)
 
 REPORT_DIR = "report"
 
@@ -172,9 +174,13 @@ def write_report_plots(run: StoredRun, compare: list[StoredRun], top: int = 3) -
     except OSError as exc:
         raise UserInputError(f"{out_dir}: cannot write the plots ({exc.strerror}); "
                              f"use --no-plots to print the report only") from None
+    from nasps.views.plots import write_plots
     data = plot_data([run, *compare])
     return write_plots(data[0], out_dir, data[1:], top=top)
 
 
-def plot_data(runs: Sequence[StoredRun]) -> list[RunData]:
+def plot_data(runs: Sequence[StoredRun]) -> list:
+    """The plots' ``RunData`` of each run. The plots module (matplotlib, most of a second to
+    import) loads here, not with the report: a search's closing report draws nothing."""
+    from nasps.views.plots import RunData, label_of, metric_scale
     return [RunData(label_of(r.run_dir, r.strategy), r.rows, r.rounds, metric_scale(r.evaluator or {})) for r in runs]
