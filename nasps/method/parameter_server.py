@@ -36,8 +36,9 @@ def as_floats(values) -> np.ndarray:
 
 
 def split_params(flat, bounds: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Disjoint slices of one private copy of ``flat``."""
     flat = as_floats(flat)
-    return [flat[start:stop].copy() for start, stop in bounds]
+    return [flat[start:stop] for start, stop in bounds]
 
 
 def join_params(slices: list) -> np.ndarray:
@@ -52,10 +53,11 @@ def to_wire(values) -> bytes:
 
 
 def from_wire(data) -> np.ndarray:
-    """A slice from ``to_wire`` bytes (or any float vector: tests and callers may pass arrays)."""
+    """A slice from ``to_wire`` bytes (or any float vector: tests and callers may pass arrays).
+    Bytes come back as a read-only view: a shard only reads a gradient."""
     if isinstance(data, (bytes, bytearray, memoryview)):
-        return np.frombuffer(data, dtype=np.float32).copy()
-    return as_floats(data)
+        return np.frombuffer(data, dtype=np.float32)
+    return np.asarray(data, dtype=np.float32)
 
 
 @dataclass(frozen=True)
