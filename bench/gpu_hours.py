@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -50,11 +51,7 @@ def mean_forward_flops(space, depth: int, samples: int, rng: random.Random) -> f
 def search_flops(config, samples: int, epochs_trained: float, seed: int = 0) -> tuple[float, dict[int, int]]:
     """The training FLOPs of a whole search, and how many of its children each depth has."""
     space = build_space(config.space)
-    children = config.budget.children
-    per_depth: dict[int, int] = {}
-    for s in range(children):
-        depth = space.depth_at(s)
-        per_depth[depth] = per_depth.get(depth, 0) + 1
+    per_depth = dict(Counter(space.depth_at(s) for s in range(config.budget.children)))
     images = CIFAR10_TRAIN - (config.evaluator.validation_size or 5000)
     rng = random.Random(seed)
     flops = sum(n * 3 * mean_forward_flops(space, depth, samples, rng) for depth, n in per_depth.items())
