@@ -40,12 +40,15 @@ TEXT_BYTES = 120_000  # of PTB's training text: 108,000 characters to train on, 
 
 def rnn_config(text: Path) -> dict:
     """The paper's base-8 cell space with the default search's controller and cluster, each
-    child a small character-level language model: hidden 32, 2 epochs of 12,000 characters."""
+    child a small character-level language model: hidden 32, 2 epochs of 12,000 characters in
+    batches of 8 (about 86 SGD steps). At batch 32 (about 20 steps) most cells ended worse than
+    the unigram distribution of the characters, and cells whose state never depends on the
+    input (16% of the space) scored above the median one: a controller learnt to propose them."""
     base = yaml.safe_load(DEFAULT.read_text())
     return {"space": {"type": "rnn_cell", "base": 8},
             "strategy": {"type": "reinforce", "policy": "lstm"},
             "evaluator": {"type": "language_model", "dataset": {"type": "text", "path": str(text)},
-                          "epochs": 2, "max_tokens_per_epoch": 12_000, "hidden_size": 32, "batch_size": 32,
+                          "epochs": 2, "max_tokens_per_epoch": 12_000, "hidden_size": 32, "batch_size": 8,
                           "bptt": 35, "dropout": 0.0, "learning_rate": 5.0},
             "cluster": base["cluster"], "budget": {"children": 150}, "seed": 0}
 OTHERS = {"random": {"type": "random"}, "evolution": {"type": "evolution"}}  # against the config's own
