@@ -39,6 +39,7 @@ from nasps.training.devices import pick_device, pick_precision  # noqa: E402
 from nasps.training.image import TrainSettings, accuracy, train_classifier  # noqa: E402
 
 BATCH, LR, MEAN, STD = 128, 0.1, (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
+H100_BF16_TFLOPS = 989.0  # dense, an H100's or H200's
 
 
 def fifteen_layers() -> dict:
@@ -109,7 +110,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="use only this many training images (a dry run)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the plain loop")
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak, for the MFU")
+    parser.add_argument("--peak-tflops", type=float, default=H100_BF16_TFLOPS,
+                        help="the GPU's dense bf16 peak, for the MFU")
     args = parser.parse_args()
     if not args.archive.is_file():
         print(f"bench/cifar10: no {args.archive} (the benchmark did not run)")

@@ -30,9 +30,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cifar10 import forward_flops  # noqa: E402
+from bench.cifar10 import H100_BF16_TFLOPS, forward_flops  # noqa: E402
 from nasps.children import build_conv_net  # noqa: E402
 from nasps.config import load_config  # noqa: E402
+from nasps.data.images import CIFAR10_VALIDATION  # noqa: E402
 from nasps.spaces import build_space  # noqa: E402
 
 CIFAR10_TRAIN = 50_000
@@ -48,11 +49,17 @@ def mean_forward_flops(space, depth: int, samples: int, rng: random.Random) -> f
     return total / samples
 
 
+def children_per_depth(config) -> dict[int, int]:
+    """How many of a search's children each depth of its curriculum has."""
+    space = build_space(config.space)
+    return dict(Counter(space.depth_at(s) for s in range(config.budget.children)))
+
+
 def search_flops(config, samples: int, epochs_trained: float, seed: int = 0) -> tuple[float, dict[int, int]]:
     """The training FLOPs of a whole search, and how many of its children each depth has."""
     space = build_space(config.space)
-    per_depth = dict(Counter(space.depth_at(s) for s in range(config.budget.children)))
-    images = CIFAR10_TRAIN - (config.evaluator.validation_size or 5000)
+    per_depth = children_per_depth(config)
+    images = CIFAR10_TRAIN - (config.evaluator.validation_size or CIFAR10_VALIDATION)
     rng = random.Random(seed)
     flops = sum(n * 3 * mean_forward_flops(space, depth, samples, rng) for depth, n in per_depth.items())
     return flops * images * config.evaluator.epochs * epochs_trained, per_depth
@@ -64,7 +71,7 @@ def main() -> None:
                         default=[ROOT / "configs" / "cifar10.yaml", ROOT / "configs" / "cifar10_1gpu.yaml"])
     parser.add_argument("--mfu", type=float, default=0.10,
                         help="the share of the GPU's peak its children achieve together (default: a guess)")
-    parser.add_argument("--peak-tflops", type=float, default=989.0,
+    parser.add_argument("--peak-tflops", type=float, default=H100_BF16_TFLOPS,
                         help="the GPU's dense bf16 peak (989 for an H100 or H200)")
     parser.add_argument("--epochs-trained", type=float, default=None,
                         help="epochs trained / planned (default: 0.7 where the config stops children early, else 1)")
