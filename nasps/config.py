@@ -201,6 +201,9 @@ class RnnCellSpaceConfig:
         min_items=1)
     hyperparameters: tuple[DecisionConfig, ...] = option(
         (), "decisions made once per child, e.g. {name: learning_rate, choices: [20, 10]}")
+    skip_dead_cells: bool = option(
+        True, "draw again, untrained, a cell whose h_t cannot depend on its input (it would learn only "
+        "the output's frequencies); false trains them, as the paper did")
 
     def check(self, key: str) -> None:
         if self.base not in (2, 4, 8, 16):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 from collections import deque
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -26,6 +26,7 @@ from nasps.state.ledger import Member, Outcome
 from nasps.state.store import RoundStats
 
 REFIT_CUBE = 25_000_000  # see Controller._fitted_predictor
+REDRAWS = 20  # see Controller._draw_learners
 
 
 def replica_seed(seed: int, replica: int) -> int:
@@ -90,18 +91,35 @@ class Controller:
         n = self.m if n is None else n
         params = torch.as_tensor(params)
         if self.evolution is not None:
-            actions = self.evolution.propose(list(self.recent), n, length, self.generator)
-            batch = SampledBatch(tuple(actions), (0.0,) * n, (0.0,) * n)  # no policy: nothing to score
+            def draw(k):  # no policy: nothing to score
+                return SampledBatch(tuple(self.evolution.propose(list(self.recent), k, length, self.generator)),
+                                    (0.0,) * k, (0.0,) * k)
+            batch = self._draw_learners(draw, n)
         elif self.screening is not None and len(self.recent) >= self.screening.warmup:
-            drawn = self.policy.sample(params, n * self.screening.candidates, self.generator, length)
+            drawn = self._draw_learners(lambda k: self.policy.sample(params, k, self.generator, length),
+                                        n * self.screening.candidates)
             trained = {a for a, _ in self.recent}.union(self.proposed)
             picks = screen(drawn.actions, n, self._fitted_predictor(), trained)
             batch = SampledBatch(*(tuple(column[i] for i in picks)
                                    for column in (drawn.actions, drawn.log_probs, drawn.entropies)))
             self.proposed.extend(batch.actions)
         else:
-            batch = self.policy.sample(params, n, self.generator, length)
+            batch = self._draw_learners(lambda k: self.policy.sample(params, k, self.generator, length), n)
         return batch, [self.space.decode(a) for a in batch.actions]
+
+    def _draw_learners(self, draw: Callable[[int], SampledBatch], n: int) -> SampledBatch:
+        """n samples of ``draw(k)`` (k samples) that the space says can learn, the others drawn
+        again; after REDRAWS rounds the rest is made up of those that cannot (they train, as
+        they would with the space's check off), so sampling never stalls on it."""
+        learners, others = [], []
+        for _ in range(1 + REDRAWS):
+            batch = draw(n - len(learners))
+            for row in zip(batch.actions, batch.log_probs, batch.entropies):
+                (learners if self.space.can_learn(self.space.decode(row[0])) else others).append(row)
+            if len(learners) == n:
+                break
+        rows = learners + others[:n - len(learners)]
+        return SampledBatch(*(tuple(column) for column in zip(*rows)))
 
     def _fitted_predictor(self) -> RewardPredictor:
         """The predictor, fitted again on every new child while that is cheap, and once every

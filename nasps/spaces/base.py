@@ -91,3 +91,7 @@ class SearchSpace(Protocol):
 
     def encode(self, arch: Architecture) -> list[int]:
         """The choice indices that give ``arch``; inverse of ``decode``."""
+
+    def can_learn(self, arch: Architecture) -> bool:
+        """False for an architecture that cannot learn from its input, whatever its weights: a
+        strategy draws another instead of training it."""

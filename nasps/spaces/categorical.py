@@ -44,6 +44,9 @@ class CategoricalSpace:
             value[name] = choices[int(index)]
         return Architecture.from_value(self.type_name, value)
 
+    def can_learn(self, arch: Architecture) -> bool:
+        return True
+
     def encode(self, arch: Architecture) -> list[int]:
         value = arch.as_dict()
         if arch.space != self.type_name or set(value) != set(self._names):

@@ -88,6 +88,9 @@ class ConvSpace:
         value = {"layers": layers, "hyperparameters": hyperparameters}
         return Architecture.from_value(self.type_name, value, depth=depth)
 
+    def can_learn(self, arch: Architecture) -> bool:
+        return True
+
     def encode(self, arch: Architecture) -> list[int]:
         value = self.validate(arch)
         actions = self.hyperparameters.indices(value["hyperparameters"])

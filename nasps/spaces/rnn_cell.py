@@ -15,6 +15,10 @@ node before its activation. The value, as JSON::
 
 Decisions: the hyperparameters, each node's combination and activation in node order, the
 inject node, combination and activation, and the node c_t is taken from.
+
+Some cells are dead: from h_0 = c_0 = 0 their h_t never depends on the input, whatever the
+weights (an elem_mult of U h_{t-1} with a zero state stays zero, for one). Trained, a dead cell
+learns the output's frequencies and nothing else; ``cell_is_dead`` finds them before training.
 """
 
 from __future__ import annotations
@@ -35,11 +39,57 @@ def node_inputs(base: int, node: int) -> tuple[int, int] | None:
     return left, left + 1
 
 
+# What a node's value is, seen from the input, in a cell run from h_0 = c_0 = 0: zero, a
+# constant other than zero (sigmoid(0) = 0.5, and what follows from it), or varying with x_t.
+# In this order a node joined by add or max is the larger of its two sides.
+ZERO, CONSTANT, VARIES = 0, 1, 2
+
+
+def _join(combine: str, left: int, right: int) -> int:
+    if combine == "elem_mult" and ZERO in (left, right):
+        return ZERO
+    return max(left, right)
+
+
+def _activate(activation: str, kind: int) -> int:
+    return CONSTANT if kind == ZERO and activation == "sigmoid" else kind
+
+
+def _cell_step(value: dict, h: int, c: int) -> tuple[int, int]:
+    """What h_t and c_t are, given what h_{t-1} and c_{t-1} are (as TreeCell.step computes)."""
+    base, inject = value["base"], value["inject"]
+    kinds, joined = [], []
+    for n, node in enumerate(value["nodes"]):
+        children = node_inputs(base, n)
+        # A leaf's W_n x_t has a bias and varies with x_t; U_n h_{t-1} is what h_{t-1} is.
+        z = _join(node["combine"], VARIES, h) if children is None else \
+            _join(node["combine"], kinds[children[0]], kinds[children[1]])
+        a = _activate(node["activation"], z)
+        if n == inject["node"]:
+            a = _activate(inject["activation"], _join(inject["combine"], a, c))
+        joined.append(z)
+        kinds.append(a)
+    return kinds[-1], joined[value["cell_output"]]
+
+
+def cell_is_dead(value: dict) -> bool:
+    """True when h_t cannot depend on the input at any step, whatever the weights: followed from
+    h_0 = c_0 = 0 until the (h, c) kinds repeat, h never varies."""
+    state, seen = (ZERO, ZERO), set()
+    while state not in seen:
+        if state[0] == VARIES:
+            return False
+        seen.add(state)
+        state = _cell_step(value, *state)
+    return True
+
+
 class RnnCellSpace:
     type_name = "rnn_cell"
 
     def __init__(self, config: RnnCellSpaceConfig):
         self.base = config.base
+        self.skip_dead_cells = config.skip_dead_cells
         self.num_nodes = 2 * config.base - 1
         self.hyperparameters = Hyperparameters(config.hyperparameters)
         self.combine = ChoiceList("combine", config.combinations)
@@ -91,6 +141,10 @@ class RnnCellSpace:
         actions += self.activation.index(inject["activation"], "inject activation")
         actions += self.cell_output.index(value["cell_output"], "cell output")
         return actions
+
+    def can_learn(self, arch: Architecture) -> bool:
+        """False for a dead cell (see ``cell_is_dead``) while ``space.skip_dead_cells`` is on."""
+        return not (self.skip_dead_cells and cell_is_dead(arch.as_dict()))
 
     def validate(self, arch: Architecture) -> dict:
         """The architecture's value, checked against this space (ValueError naming the problem)."""
