@@ -13,7 +13,7 @@ sized for a CPU (``rnn_config``): character-level language models of the start o
 differences printed are then the others' minus the controller's, so positive favours it).
 
     python bench/default_search.py [--space conv|rnn_cell] [--seeds 0 1] [--children 120] [--evolution]
-                                   [--set KEY=VALUE ...]
+                                   [--set KEY=VALUE ...] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ def main() -> None:
     parser.add_argument("--evolution", action="store_true", help="also run aging evolution (its defaults)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override an evaluator, space or budget key of both searches")
+    parser.add_argument("--keep", type=Path, default=None, help="write the run directories here (default: a "
+                        "temporary folder, removed at the end)")
     args = parser.parse_args()
     cells = args.space == "rnn_cell"
     metric, scale, unit = ("best_val_perplexity", 1, "validation perplexity") if cells else \
@@ -91,6 +93,9 @@ def main() -> None:
     others = ["random"] + (["evolution"] if args.evolution else [])
     gains: dict[str, dict[str, list[float]]] = {other: {c: [] for c in columns} for other in others}
     with tempfile.TemporaryDirectory(prefix="nasps-default-") as tmp:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep)
         if cells:
             text = Path(tmp) / "ptb-start.txt"
             text.write_bytes(PTB.read_bytes()[:TEXT_BYTES])
